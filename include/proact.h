@@ -1,0 +1,306 @@
+/*
+ * proact.h - a proactor for sockets the program already has.
+ *
+ * The program hands the watcher *requests* on file descriptors it owns ("read
+ * this socket into this buffer", "write all of this buffer", "read into a pool
+ * buffer when data comes") and later collects *completions*, in batches, from
+ * proact_wait(). The thread that calls proact_wait() performs the I/O; the
+ * library starts no thread of its own.
+ *
+ * Conventions for every function below:
+ *   - A call returns 0 (or a count) on success and a negative errno on failure.
+ *     Nothing aborts the process on bad input.
+ *   - A submission that fails produces no completion. A submission that
+ *     succeeds produces exactly one completion, delivered by proact_wait().
+ *     Completions are never delivered from inside a submission call.
+ *   - A completion's `error` is 0 or a positive errno.
+ *
+ * Lifecycle of a request: submitted (the call returned 0; the buffer belongs
+ * to the watcher), completed (the I/O finished inside the watcher), delivered
+ * (proact_wait() copied the completion out; the buffer is the program's again).
+ */
+#ifndef PROACT_H
+#define PROACT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && defined(PROACT_BUILDING)
+#define PROACT_API __attribute__((visibility("default")))
+#else
+#define PROACT_API
+#endif
+
+#define PROACT_VERSION_MAJOR 0
+#define PROACT_VERSION_MINOR 1
+#define PROACT_VERSION_PATCH 0
+
+/** The watcher: registrations, queues, deadlines, the buffer pool. Opaque. */
+typedef struct proact_watcher proact_watcher;
+
+/** What a request does; a completion carries the op it was submitted with. */
+enum proact_op {
+	PROACT_OP_READ = 1,   /* read into buf, or into a pool buffer if buf is NULL */
+	PROACT_OP_WRITE = 2,  /* write every byte of buf */
+	PROACT_OP_WRITEV = 3, /* write every byte of iov[0..iovcnt) in order */
+	PROACT_OP_FREE = 4,   /* proact_free() finished: the fd is closed */
+	PROACT_OP_DETACH = 5, /* proact_detach() finished: the fd is yours again */
+};
+
+/** Request flags (struct proact_request.flags). */
+#define PROACT_FULL 0x1u /* READ: complete only when len bytes arrived */
+
+/** Completion flags (struct proact_completion.flags). */
+#define PROACT_COMP_FULL 0x1u /* the request was a FULL read */
+#define PROACT_COMP_POOL 0x2u /* buf is a pool buffer (see proact_read) */
+
+/**
+ * One request, as handed to proact_submit(). All fields are public.
+ * Unused fields must be zero (a designated initializer does it).
+ */
+struct proact_request {
+	int fd;                  /* the descriptor; registered on first use */
+	uint8_t op;              /* enum proact_op: READ, WRITE or WRITEV */
+	uint8_t reserved[3];     /* must be zero */
+	uint32_t flags;          /* PROACT_FULL (reads only) */
+	void *buf;               /* READ, WRITE: the buffer; READ: NULL = pool */
+	size_t len;              /* READ, WRITE: its length in bytes, > 0 */
+	const struct iovec *iov; /* WRITEV: the segments, in order */
+	int iovcnt;              /* WRITEV: 1..IOV_MAX segments */
+	uint64_t deadline;       /* CLOCK_MONOTONIC ns, absolute; 0 = none */
+	void *ctx;               /* returned untouched in the completion */
+};
+
+/** One completion, as filled in by proact_wait(). All fields read-only. */
+struct proact_completion {
+	int fd;     /* the descriptor the request was submitted on */
+	uint8_t op; /* enum proact_op */
+	uint8_t reserved[3];
+	uint32_t flags; /* PROACT_COMP_* */
+	int error;      /* 0 or a positive errno (see the per-call notes) */
+	void *ctx;      /* as submitted (for FREE/DETACH: as given to the call) */
+	void *buf;      /* READ/WRITE: the buffer (pool buffer if COMP_POOL);
+	                   WRITEV: the iov array as submitted; FREE/DETACH: NULL */
+	size_t size;    /* bytes moved in total, also on error and deadline */
+};
+
+/** Watcher options; zero or NULL fields take the default shown. */
+struct proact_options {
+	/* "epoll", "io_uring" or NULL. NULL: the environment variable
+	   PROACT_BACKEND if set, else the best backend that works here. */
+	const char *backend;
+	uint32_t pool_buffer_size;   /* bytes per pool buffer; default 16384 */
+	uint32_t pool_buffer_count;  /* pool buffers; default 256 (0 means default,
+	                                use PROACT_POOL_NONE for no pool) */
+	uint32_t max_pending_per_fd; /* queued requests per fd; default 4096 */
+	uint32_t max_pending;        /* queued requests per watcher; default 1<<20 */
+	uint32_t reserved[4];        /* must be zero */
+};
+
+/** pool_buffer_count value meaning "no pool": NULL-buffer reads fail. */
+#define PROACT_POOL_NONE UINT32_MAX
+
+/* ------------------------------------------------------------------------ */
+/* Watcher                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * proact_watcher_new - create a watcher.
+ * @out:  receives the watcher.
+ * @opts: options, or NULL for defaults.
+ * Returns 0, or -EINVAL (NULL out, bad option, unknown backend name),
+ * -ENOMEM, -ENOSYS (the named backend is not available on this system), or
+ * the errno of the backend's setup (for example -EMFILE).
+ * Any thread.
+ */
+PROACT_API int proact_watcher_new(proact_watcher **out, const struct proact_options *opts);
+
+/**
+ * proact_watcher_shutdown - stop the watcher, from any thread, at any time.
+ * Cancels every pending request (no completion is delivered for them), closes
+ * every registered fd (also those being detached), and wakes a thread blocked
+ * in proact_wait(), which returns -ESHUTDOWN. When this call returns, the
+ * library no longer touches any buffer of the program: all are yours again.
+ * From then on every call on the watcher returns -ESHUTDOWN, except
+ * proact_watcher_destroy(). Idempotent: a second call returns -ESHUTDOWN.
+ * Returns 0, -ESHUTDOWN, or -EINVAL (NULL w).
+ */
+PROACT_API int proact_watcher_shutdown(proact_watcher *w);
+
+/**
+ * proact_watcher_destroy - free the watcher's memory.
+ * Shuts the watcher down first if that was not done. Call it only once no
+ * thread can still be inside a call on @w (typically: shut down, join the
+ * waiting thread, destroy). @w is invalid afterwards. NULL is ignored.
+ */
+PROACT_API void proact_watcher_destroy(proact_watcher *w);
+
+/**
+ * proact_backend - the name of the backend the watcher runs on:
+ * "io_uring" or "epoll". NULL if @w is NULL. Any thread.
+ */
+PROACT_API const char *proact_backend(const proact_watcher *w);
+
+/* ------------------------------------------------------------------------ */
+/* Requests                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * proact_read, proact_read_full, proact_read_deadline - queue a read.
+ *
+ * proact_read() completes after one successful read of at least one byte
+ * (size = bytes read), at end of stream (size 0, error 0), or on error.
+ * With @buf NULL the data goes into a pool buffer, taken only when data has
+ * arrived; the completion has PROACT_COMP_POOL set and buf pointing at it.
+ * A pool buffer stays valid until the next proact_wait() call, or, if the
+ * program submits a write of (part of) it on this watcher before that call,
+ * until that write's completion has been delivered and proact_wait() is called
+ * once more. When the pool is empty, the read waits and the data stays in the
+ * kernel: reads are never truncated to fit.
+ *
+ * proact_read_full() completes only when @len bytes arrived, or at end of
+ * stream, error or deadline, with size = every byte read so far. @buf must
+ * not be NULL.
+ *
+ * @deadline: absolute CLOCK_MONOTONIC time in ns (see proact_now()), 0 for
+ * none. An expired read completes with ETIMEDOUT and the bytes it read.
+ *
+ * The first request on @fd registers it with the watcher and sets O_NONBLOCK:
+ * from then on do not read, write or close @fd yourself; use proact_free()
+ * or proact_detach().
+ *
+ * Buffer: the watcher's from a successful call until the completion is
+ * delivered. Threads: any thread, concurrently with any call but
+ * proact_watcher_destroy().
+ *
+ * Returns 0, or:
+ *   -EINVAL     NULL w, zero @len, @len > SSIZE_MAX, FULL with NULL buf,
+ *               unknown flags;
+ *   -EBADF      @fd is negative or not open;
+ *   -ENOTSUP    @fd is a regular file or directory (not pollable);
+ *   -ENOBUFS    NULL buf but the watcher has no pool (PROACT_POOL_NONE), or
+ *               the watcher holds max_pending requests;
+ *   -EAGAIN     @fd holds max_pending_per_fd requests;
+ *   -EALREADY   @fd is being freed or detached;
+ *   -ESHUTDOWN  the watcher was shut down;
+ *   -ENOMEM     out of memory.
+ * Completion errors: the read's errno (ECONNRESET...), ETIMEDOUT (deadline),
+ * ECANCELED (proact_free/proact_detach; size may be > 0 if bytes arrived).
+ */
+PROACT_API int proact_read(proact_watcher *w, int fd, void *buf, size_t len, void *ctx);
+PROACT_API int proact_read_full(proact_watcher *w, int fd, void *buf, size_t len, void *ctx);
+PROACT_API int proact_read_deadline(proact_watcher *w, int fd, void *buf, size_t len,
+                                    uint32_t flags, uint64_t deadline, void *ctx);
+
+/**
+ * proact_write, proact_writev, proact_write_deadline - queue a write.
+ *
+ * Completes only when every byte went out (size = total), or on error or
+ * deadline with size = the bytes written. Writes on one fd go out in
+ * submission order, never interleaved. The iov array and every segment stay
+ * the watcher's until the completion is delivered. A pool buffer from a read
+ * completion may be written (zero-copy echo): it is kept alive until this
+ * write's completion is delivered.
+ *
+ * A write whose deadline expires after sending part of its bytes leaves a cut
+ * in the stream: it completes with ETIMEDOUT and the partial size, and every
+ * later write on the fd completes with EPIPE and size 0, sending nothing. A
+ * write that expires before sending anything leaves the stream intact.
+ *
+ * Returns 0 or the errors of proact_read(), and also -EINVAL for a total
+ * length of zero, iovcnt < 1 or > IOV_MAX, a NULL iov or segment base with a
+ * nonzero length, or a pool buffer that is no longer held (already released).
+ * Completion errors: the write's errno (EPIPE, ECONNRESET...), ETIMEDOUT,
+ * EPIPE (after a cut), ECANCELED. Writes never raise SIGPIPE.
+ */
+PROACT_API int proact_write(proact_watcher *w, int fd, const void *buf, size_t len, void *ctx);
+PROACT_API int proact_writev(proact_watcher *w, int fd, const struct iovec *iov, int iovcnt,
+                             void *ctx);
+PROACT_API int proact_write_deadline(proact_watcher *w, int fd, const void *buf, size_t len,
+                                     uint64_t deadline, void *ctx);
+
+/**
+ * proact_submit - queue @n requests at once, with one wake-up of the waiter.
+ * Requests are validated and queued in array order; the call stops at the
+ * first one that fails. Returns the number queued (n when all were); if that
+ * is less than n, reqs[returned] was refused and queued nothing. If the first
+ * request fails, returns its negative errno (the errors of proact_read and
+ * proact_write; -EINVAL also for NULL reqs or an unknown op).
+ * Any thread.
+ */
+PROACT_API int proact_submit(proact_watcher *w, const struct proact_request *reqs, int n);
+
+/**
+ * proact_free - cancel every pending request on @fd, then close it.
+ * proact_detach - the same, but hand @fd back open, with its original
+ *                 blocking mode restored.
+ *
+ * Each pending request completes with ECANCELED (size = bytes already moved),
+ * and its buffer is yours again once that completion is delivered. After
+ * them comes one last completion for @fd with op PROACT_OP_FREE (or
+ * PROACT_OP_DETACH) and @ctx: nothing of @fd follows it, so per-connection
+ * state can be released then. The fd is closed (or handed back) only once the
+ * kernel has let go of it, at the latest before that completion is delivered;
+ * a socket that later gets the same fd number is a new registration.
+ * The work happens in proact_wait(). Submissions on @fd made after this call
+ * fail with -EALREADY. Any thread.
+ *
+ * Returns 0, or -EINVAL (NULL w), -EBADF (negative fd), -ENOENT (@fd is not
+ * registered), -EALREADY (already being freed or detached), -ESHUTDOWN,
+ * -ENOBUFS (watcher limit reached), -ENOMEM.
+ */
+PROACT_API int proact_free(proact_watcher *w, int fd, void *ctx);
+PROACT_API int proact_detach(proact_watcher *w, int fd, void *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Completions                                                               */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * proact_wait - run the I/O and collect up to @max completions.
+ * Performs pending work, then blocks until at least one completion is ready,
+ * @timeout_ms passes (-1: no limit, 0: do not block), or proact_wakeup() is
+ * called. Completions of one fd come in order: reads in submission order,
+ * writes in submission order; the one exception is a request whose deadline
+ * expires while others are still ahead of it, which completes at its deadline.
+ *
+ * Calling it releases the pool buffers delivered by the previous call (see
+ * proact_read). One thread at a time per watcher.
+ *
+ * Returns the number of completions written to @out (0 on timeout or
+ * wakeup), or -EINVAL (NULL w or out, max < 1), -EBUSY (another thread is
+ * inside proact_wait on this watcher), -ESHUTDOWN (the watcher was shut down,
+ * also while this call was blocked), or the errno of a failed backend wait.
+ */
+PROACT_API int proact_wait(proact_watcher *w, struct proact_completion *out, int max,
+                           int timeout_ms);
+
+/**
+ * proact_wakeup - make a blocked (or the next) proact_wait() return early.
+ * Returns 0, -EINVAL (NULL w) or -ESHUTDOWN. Any thread; async-signal-unsafe.
+ */
+PROACT_API int proact_wakeup(proact_watcher *w);
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/** proact_now - the current CLOCK_MONOTONIC time in ns, the deadline clock. */
+PROACT_API uint64_t proact_now(void);
+
+/** proact_deadline_in - proact_now() plus @ms milliseconds. */
+PROACT_API uint64_t proact_deadline_in(uint64_t ms);
+
+/** proact_strerror - a short text for an errno value, positive or negative. */
+PROACT_API const char *proact_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PROACT_H */

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds and runs the whole test suite: every test program on every backend
+# this machine has, first in a normal build, then under ASan+UBSan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+jobs=$(nproc 2>/dev/null || echo 2)
+
+run_suite() {
+	local dir=$1
+	shift
+	cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Debug "$@" >/dev/null
+	cmake --build "$dir" -j"$jobs"
+	ctest --test-dir "$dir" --output-on-failure -j"$jobs"
+}
+
+echo "== tests (Debug) =="
+run_suite build/test
+echo "== tests (ASan+UBSan) =="
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	run_suite build/asan -DPROACT_SANITIZE=ON
+echo "== all tests passed =="

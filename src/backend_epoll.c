@@ -1,0 +1,259 @@
+/*
+ * backend_epoll.c - the readiness backend: edge-triggered epoll.
+ *
+ * Each fd is added once, for both directions, edge-triggered. The backend
+ * remembers per direction whether the last attempt could go on (f->ready) and
+ * performs the read or write itself when the core hands it a head request, so
+ * its completions look exactly like a completion backend's. A ready socket
+ * costs no epoll round trip: a new request is tried at once.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define EVENTS_PER_POLL 512
+#define WAKE_TOKEN      UINT64_MAX
+/* sendmsg takes at most IOV_MAX segments; longer writevs go in slices. */
+#define IOV_SLICE 1024
+
+struct epoll_state {
+	int epfd;
+	int evfd; /* other threads write it to end a blocked epoll_wait */
+	struct epoll_event events[EVENTS_PER_POLL];
+};
+
+static struct epoll_state *state(struct proact_watcher *w)
+{
+	return w->bstate;
+}
+
+static int ep_init(struct proact_watcher *w)
+{
+	struct epoll_state *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->epfd = epoll_create1(EPOLL_CLOEXEC);
+	s->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_TOKEN};
+	if (s->epfd < 0 || s->evfd < 0 || epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->evfd, &ev) != 0) {
+		int rc = -errno;
+		if (s->epfd >= 0)
+			close(s->epfd);
+		if (s->evfd >= 0)
+			close(s->evfd);
+		free(s);
+		return rc;
+	}
+	w->bstate = s;
+	return 0;
+}
+
+static void ep_destroy(struct proact_watcher *w)
+{
+	struct epoll_state *s = state(w);
+	close(s->epfd);
+	close(s->evfd);
+	free(s);
+	w->bstate = NULL;
+}
+
+static uint64_t token(const struct proact__fd *f)
+{
+	return (uint64_t)f->gen << 32 | (uint32_t)f->fd;
+}
+
+static int ep_fd_add(struct proact_watcher *w, struct proact__fd *f)
+{
+	struct epoll_event ev = {
+	    .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+	    .data.u64 = token(f),
+	};
+	if (epoll_ctl(state(w)->epfd, EPOLL_CTL_ADD, f->fd, &ev) == 0)
+		return 0;
+	return errno == EPERM ? -ENOTSUP : -errno;
+}
+
+static void ep_fd_remove(struct proact_watcher *w, struct proact__fd *f)
+{
+	epoll_ctl(state(w)->epfd, EPOLL_CTL_DEL, f->fd, NULL);
+}
+
+static ssize_t sys_read(const struct proact__fd *f, void *buf, size_t len)
+{
+	if (f->flags & PROACT__F_SOCKET)
+		return recv(f->fd, buf, len, 0);
+	return read(f->fd, buf, len);
+}
+
+static ssize_t sys_write(const struct proact__fd *f, const void *buf, size_t len)
+{
+	if (f->flags & PROACT__F_SOCKET)
+		return send(f->fd, buf, len, MSG_NOSIGNAL);
+	return write(f->fd, buf, len);
+}
+
+/* Writes the part of an iov array not yet sent, from byte `done` on. */
+static ssize_t sys_writev(const struct proact__fd *f, const struct iovec *iov, int cnt, size_t done,
+                          size_t *asked)
+{
+	int k = 0;
+	while (done >= iov[k].iov_len) {
+		done -= iov[k].iov_len;
+		k++;
+	}
+	if (done > 0) { /* inside a segment: finish it on its own */
+		*asked = iov[k].iov_len - done;
+		return sys_write(f, (const char *)iov[k].iov_base + done, *asked);
+	}
+	int n = cnt - k < IOV_SLICE ? cnt - k : IOV_SLICE;
+	*asked = 0;
+	for (int i = 0; i < n; i++)
+		*asked += iov[k + i].iov_len;
+	if (f->flags & PROACT__F_SOCKET) {
+		struct msghdr m = {.msg_iov = (struct iovec *)(iov + k), .msg_iovlen = (size_t)n};
+		return sendmsg(f->fd, &m, MSG_NOSIGNAL);
+	}
+	return writev(f->fd, iov + k, n);
+}
+
+static ssize_t do_read(struct proact_watcher *w, struct proact__fd *f, struct proact__req *r,
+                       size_t *asked)
+{
+	if (r->buf) {
+		*asked = r->len - r->done;
+		return sys_read(f, (char *)r->buf + r->done, *asked);
+	}
+	void *p;
+	int32_t idx = proact__pool_take(w, &p);
+	if (idx < 0)
+		return PROACT__NOPOOL;
+	*asked = r->len;
+	ssize_t n = sys_read(f, p, r->len);
+	if (n > 0) {
+		r->buf = p;
+		r->pool = idx;
+	} else {
+		proact__pool_untake(w, idx);
+	}
+	return n;
+}
+
+static ssize_t ep_io(struct proact_watcher *w, struct proact__fd *f, int dir, struct proact__req *r)
+{
+	if (!f->ready[dir])
+		return PROACT__WAIT;
+	ssize_t n;
+	size_t asked;
+	do {
+		if (dir == PROACT__RD)
+			n = do_read(w, f, r, &asked);
+		else if (r->op == PROACT_OP_WRITEV)
+			n = sys_writev(f, r->buf, r->iovcnt, r->done, &asked);
+		else
+			n = sys_write(f, (const char *)r->buf + r->done,
+			              (asked = r->len - r->done));
+	} while (n < 0 && errno == EINTR);
+	if (n == PROACT__NOPOOL)
+		return n;
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		f->ready[dir] = 0;
+		return PROACT__WAIT;
+	}
+	/* On a stream socket a short transfer means the kernel buffer was
+	   drained (or filled): the next edge says when to go on. */
+	if (n > 0 && (size_t)n < asked && (f->flags & PROACT__F_STREAM))
+		f->ready[dir] = 0;
+	return n;
+}
+
+static void drain_wakeups(struct proact_watcher *w)
+{
+	uint64_t v;
+	while (read(state(w)->evfd, &v, sizeof(v)) > 0)
+		;
+	w->wake_sent = false;
+}
+
+static void dispatch(struct proact_watcher *w, const struct epoll_event *ev)
+{
+	if (ev->data.u64 == WAKE_TOKEN) {
+		drain_wakeups(w);
+		return;
+	}
+	struct proact__fd *f = proact__fd_lookup(w, (int)(uint32_t)ev->data.u64);
+	if (!f || f->state != PROACT__FD_ACTIVE || token(f) != ev->data.u64)
+		return; /* an event of a registration that is gone */
+	uint32_t e = ev->events;
+	if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+		f->ready[PROACT__RD] = 1;
+		proact__progress(w, f, PROACT__RD);
+	}
+	if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+		f->ready[PROACT__WR] = 1;
+		proact__progress(w, f, PROACT__WR);
+	}
+}
+
+static int ep_poll(struct proact_watcher *w, int64_t timeout_ns)
+{
+	struct epoll_state *s = state(w);
+	/* Round up: waking before a deadline would only spin. */
+	int ms = timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
+	if (timeout_ns > (int64_t)INT32_MAX * 1000000)
+		ms = INT32_MAX;
+	if (ms != 0) {
+		w->sleeping = true;
+		proact__unlock(w);
+	}
+	int n = epoll_wait(s->epfd, s->events, EVENTS_PER_POLL, ms);
+	int err = errno;
+	if (ms != 0) {
+		proact__lock(w);
+		w->sleeping = false;
+	}
+	if (n < 0)
+		return -err;
+	for (int i = 0; i < n && !w->closed; i++)
+		dispatch(w, &s->events[i]);
+	return n;
+}
+
+static void ep_wakeup(struct proact_watcher *w)
+{
+	uint64_t one = 1;
+	ssize_t rc = write(state(w)->evfd, &one, sizeof(one));
+	(void)rc; /* a full counter still wakes the poll */
+}
+
+static void ep_quiesce(struct proact_watcher *w)
+{
+	(void)w; /* nothing is ever in the kernel between polls */
+}
+
+static void ep_cancel(struct proact_watcher *w, struct proact__fd *f, int dir)
+{
+	(void)w;
+	(void)f;
+	(void)dir;
+}
+
+const struct proact__backend proact__backend_epoll = {
+    .name = "epoll",
+    .init = ep_init,
+    .destroy = ep_destroy,
+    .fd_add = ep_fd_add,
+    .fd_remove = ep_fd_remove,
+    .io = ep_io,
+    .cancel = ep_cancel,
+    .poll = ep_poll,
+    .wakeup = ep_wakeup,
+    .quiesce = ep_quiesce,
+    .pool_recycle = NULL,
+};

@@ -1,0 +1,199 @@
+/*
+ * internal.h - what the core and the backends share.
+ *
+ * The core (watcher.c, request.c, pool.c, timer.c) owns registrations,
+ * per-fd queues, deadlines, the buffer pool and the completion list. A backend
+ * (backend_*.c) only moves bytes for the request at the head of a queue and
+ * reports readiness or results back through the proact__* calls below. It
+ * never sees the public API; the core never sees an epoll_event or an SQE.
+ *
+ * Locking: one mutex per watcher. Submitting threads hold it while queueing;
+ * the waiting thread holds it while it performs I/O and releases it only
+ * around the blocking kernel wait (backend poll). Every function here is
+ * called with the lock held unless it says otherwise.
+ */
+#ifndef PROACT_INTERNAL_H
+#define PROACT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "proact.h"
+
+enum { PROACT__RD = 0, PROACT__WR = 1 };
+
+/* Results of backend io() besides a byte count or a negative errno. */
+#define PROACT__WAIT     (-100000) /* not ready: the backend reports readiness later */
+#define PROACT__INFLIGHT (-100001) /* in the kernel: the result comes via proact__io_done */
+#define PROACT__NOPOOL   (-100002) /* pool empty: retried when a buffer comes back */
+
+/* One queued request; also the completion once it is done. */
+struct proact__req {
+	struct proact__req *next, *prev; /* fd queue, then completion list */
+	struct proact__fd *f;            /* NULL once completed */
+	void *ctx;
+	void *buf;   /* READ/WRITE buffer; WRITEV: the iov array */
+	size_t len;  /* READ: room; WRITE/WRITEV: total bytes */
+	size_t done; /* bytes moved so far */
+	uint64_t deadline;
+	uint32_t heap_idx; /* position in the deadline heap, or PROACT__NO_HEAP */
+	int fdnum;
+	int iovcnt;
+	int error;    /* positive errno once completed */
+	int32_t pool; /* READ: pool buffer index of buf, or -1 */
+	uint8_t op;
+	uint8_t flags;      /* PROACT_FULL */
+	uint8_t expired;    /* deadline passed while the kernel held it */
+	uint8_t holds_pool; /* WRITE/WRITEV: holds pool buffer references */
+};
+#define PROACT__NO_HEAP UINT32_MAX
+
+enum proact__fd_state { PROACT__FD_UNUSED = 0, PROACT__FD_ACTIVE, PROACT__FD_CLOSING };
+
+#define PROACT__F_DIRTY    0x01 /* on the watcher's dirty list */
+#define PROACT__F_STARVED  0x02 /* on the pool's starved list */
+#define PROACT__F_CUT      0x04 /* a partial write expired: later writes fail */
+#define PROACT__F_BLOCKING 0x08 /* O_NONBLOCK was clear at registration */
+#define PROACT__F_DETACH   0x10 /* closing means detach, not close */
+#define PROACT__F_STREAM   0x20 /* a stream socket: a short transfer means drained */
+#define PROACT__F_SOCKET   0x40 /* a socket: use recv/send with MSG_NOSIGNAL */
+
+/* One registered descriptor. Lives in the fd table; its address never moves. */
+struct proact__fd {
+	struct proact__req *head[2], *tail[2];
+	struct proact__fd *next_dirty;
+	struct proact__fd *next_starved;
+	struct proact__req *close_req; /* the FREE/DETACH completion, made at call time */
+	int fd;
+	uint32_t gen; /* bumped at every release: stale events are recognized */
+	uint32_t pending;
+	uint8_t state;
+	uint8_t flags;
+	uint8_t inflight[2]; /* the backend holds the head request in the kernel */
+	uint8_t ready[2];    /* readiness backends: the last attempt did not block */
+	uint8_t cancel[2];   /* the in-flight head is being cancelled */
+};
+
+struct proact__heap {
+	struct proact__req **v;
+	uint32_t n, cap;
+};
+
+struct proact__pool {
+	uint8_t *base;
+	size_t size;  /* bytes per buffer */
+	size_t bytes; /* mapping length */
+	uint32_t count;
+	uint32_t navail; /* buffers with no reference */
+	uint32_t *stack; /* free buffers, when the core hands them out */
+	uint32_t nstack;
+	uint32_t *refs;
+	bool kernel_managed; /* the backend keeps free buffers (provided-buffer ring) */
+};
+
+struct proact_watcher;
+
+/* The backend interface: about seven operations, each with private state. */
+struct proact__backend {
+	const char *name;
+	int (*init)(struct proact_watcher *w);
+	void (*destroy)(struct proact_watcher *w);
+	/* Registers a descriptor; returns 0 or a negative errno. */
+	int (*fd_add)(struct proact_watcher *w, struct proact__fd *f);
+	/* Forgets a descriptor; nothing of it is in flight any more. */
+	void (*fd_remove)(struct proact_watcher *w, struct proact__fd *f);
+	/* Moves bytes for the head request of a direction (see PROACT__*). */
+	ssize_t (*io)(struct proact_watcher *w, struct proact__fd *f, int dir,
+	              struct proact__req *r);
+	/* Asks the kernel to give back the in-flight head of a direction; its
+	   result still arrives through proact__io_done. NULL if never in flight. */
+	void (*cancel)(struct proact_watcher *w, struct proact__fd *f, int dir);
+	/* Waits up to timeout_ns (-1: no limit) and dispatches what happened. */
+	int (*poll)(struct proact_watcher *w, int64_t timeout_ns);
+	/* Makes a poll that is blocked (w->sleeping) return. */
+	void (*wakeup)(struct proact_watcher *w);
+	/* Shutdown: cancel and reap everything in flight before fds close. */
+	void (*quiesce)(struct proact_watcher *w);
+	/* Kernel-managed pools: a buffer is free again. */
+	void (*pool_recycle)(struct proact_watcher *w, uint32_t idx);
+};
+
+extern const struct proact__backend proact__backend_epoll;
+#ifdef PROACT_HAVE_URING
+extern const struct proact__backend proact__backend_uring;
+int proact__uring_probe(void);
+#endif
+
+#define PROACT__FDTAB_SHIFT 8
+#define PROACT__FDTAB_CHUNK (1u << PROACT__FDTAB_SHIFT)
+
+struct proact__req_chunk;
+
+struct proact_watcher {
+	pthread_mutex_t lock;
+	const struct proact__backend *be;
+	void *bstate;
+
+	struct proact__fd **fdtab; /* chunks of PROACT__FDTAB_CHUNK entries */
+	uint32_t fdtab_chunks;
+
+	struct proact__fd *dirty_head, *dirty_tail;
+	struct proact__fd *starved_head, *starved_tail;
+	struct proact__req *done_head, *done_tail; /* completed, not yet delivered */
+	struct proact__req *held;                  /* delivered, pool refs to drop */
+	struct proact__req *spare;                 /* free request nodes */
+	struct proact__req_chunk *chunks;
+
+	struct proact__heap heap;
+	struct proact__pool pool;
+
+	uint32_t pending, max_pending, max_pending_fd;
+	bool closed;
+	bool waiting;   /* a thread is inside proact_wait */
+	bool sleeping;  /* ...and blocked in the kernel without the lock */
+	bool wake_sent; /* a wakeup is on its way to the sleeper */
+	bool woken;     /* proact_wakeup was called */
+	uint8_t poll_skips;
+};
+
+/* watcher.c */
+void proact__lock(struct proact_watcher *w);
+void proact__unlock(struct proact_watcher *w);
+
+/* request.c: the engine the backends drive. */
+struct proact__fd *proact__fd_lookup(struct proact_watcher *w, int fd);
+void proact__progress(struct proact_watcher *w, struct proact__fd *f, int dir);
+void proact__io_done(struct proact_watcher *w, struct proact__fd *f, int dir, ssize_t res);
+void proact__process_dirty(struct proact_watcher *w);
+void proact__expire(struct proact_watcher *w, uint64_t now);
+void proact__close_all(struct proact_watcher *w);
+struct proact__req *proact__req_alloc(struct proact_watcher *w);
+void proact__req_release(struct proact_watcher *w, struct proact__req *r);
+void proact__reqs_destroy(struct proact_watcher *w);
+int proact__submit_locked(struct proact_watcher *w, const struct proact_request *q);
+int proact__validate(const struct proact_watcher *w, const struct proact_request *q);
+int proact__close_fd(struct proact_watcher *w, int fd, void *ctx, bool detach);
+void proact__release_held(struct proact_watcher *w);
+int proact__deliver(struct proact_watcher *w, struct proact_completion *out, int max);
+void proact__drop_all(struct proact_watcher *w);
+
+/* pool.c */
+int proact__pool_init(struct proact__pool *p, uint32_t count, uint32_t size);
+void proact__pool_destroy(struct proact__pool *p);
+int32_t proact__pool_take(struct proact_watcher *w, void **ptr);
+void proact__pool_untake(struct proact_watcher *w, int32_t idx);
+void proact__pool_claim(struct proact_watcher *w, int32_t idx);
+int32_t proact__pool_index(const struct proact__pool *p, const void *ptr);
+void proact__pool_unref(struct proact_watcher *w, int32_t idx);
+void *proact__pool_addr(const struct proact__pool *p, int32_t idx);
+
+/* timer.c */
+int proact__heap_push(struct proact__heap *h, struct proact__req *r);
+void proact__heap_remove(struct proact__heap *h, struct proact__req *r);
+struct proact__req *proact__heap_min(const struct proact__heap *h);
+void proact__heap_destroy(struct proact__heap *h);
+
+#endif

@@ -1,0 +1,119 @@
+/*
+ * pool.c - the watcher's fixed pool of read buffers.
+ *
+ * A buffer is free when nobody holds a reference. A NULL-buffer read takes
+ * one only when data is there (readiness backends take it right before the
+ * read; io_uring's kernel picks it from a provided-buffer ring). The delivery
+ * of its completion holds one reference until the next proact_wait; each write
+ * that sends part of it holds one more until its own completion is released.
+ * The memory is one anonymous mapping, so untouched buffers cost no RSS.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+int proact__pool_init(struct proact__pool *p, uint32_t count, uint32_t size)
+{
+	*p = (struct proact__pool){0};
+	if (count == 0)
+		return 0;
+	p->size = size;
+	p->count = count;
+	p->bytes = (size_t)count * size;
+	void *m = mmap(NULL, p->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return -ENOMEM;
+	p->base = m;
+	p->stack = malloc(count * sizeof(*p->stack));
+	p->refs = calloc(count, sizeof(*p->refs));
+	if (!p->stack || !p->refs) {
+		proact__pool_destroy(p);
+		return -ENOMEM;
+	}
+	/* Hand out low addresses first: fewer pages touched under light load. */
+	for (uint32_t i = 0; i < count; i++)
+		p->stack[i] = count - 1 - i;
+	p->nstack = count;
+	p->navail = count;
+	return 0;
+}
+
+void proact__pool_destroy(struct proact__pool *p)
+{
+	if (p->base)
+		munmap(p->base, p->bytes);
+	free(p->stack);
+	free(p->refs);
+	*p = (struct proact__pool){0};
+}
+
+void *proact__pool_addr(const struct proact__pool *p, int32_t idx)
+{
+	return p->base + (size_t)idx * p->size;
+}
+
+int32_t proact__pool_index(const struct proact__pool *p, const void *ptr)
+{
+	const uint8_t *b = ptr;
+	if (!p->base || b < p->base || b >= p->base + p->bytes)
+		return -1;
+	return (int32_t)((size_t)(b - p->base) / p->size);
+}
+
+int32_t proact__pool_take(struct proact_watcher *w, void **ptr)
+{
+	struct proact__pool *p = &w->pool;
+	if (p->nstack == 0)
+		return -1;
+	uint32_t idx = p->stack[--p->nstack];
+	p->refs[idx] = 1;
+	p->navail--;
+	*ptr = proact__pool_addr(p, (int32_t)idx);
+	return (int32_t)idx;
+}
+
+/* Gives back a buffer taken for a read that found no data. */
+void proact__pool_untake(struct proact_watcher *w, int32_t idx)
+{
+	struct proact__pool *p = &w->pool;
+	p->refs[idx] = 0;
+	p->stack[p->nstack++] = (uint32_t)idx;
+	p->navail++;
+}
+
+/* The kernel filled buffer idx from the ring: it is held from now on. */
+void proact__pool_claim(struct proact_watcher *w, int32_t idx)
+{
+	w->pool.refs[idx] = 1;
+	w->pool.navail--;
+}
+
+/* Wakes reads that waited for a buffer, as long as buffers are free. */
+static void wake_starved(struct proact_watcher *w)
+{
+	while (w->pool.navail > 0 && w->starved_head) {
+		struct proact__fd *f = w->starved_head;
+		w->starved_head = f->next_starved;
+		if (!w->starved_head)
+			w->starved_tail = NULL;
+		f->next_starved = NULL;
+		f->flags &= (uint8_t)~PROACT__F_STARVED;
+		if (f->state == PROACT__FD_ACTIVE)
+			proact__progress(w, f, PROACT__RD);
+	}
+}
+
+void proact__pool_unref(struct proact_watcher *w, int32_t idx)
+{
+	struct proact__pool *p = &w->pool;
+	if (--p->refs[idx] > 0)
+		return;
+	p->navail++;
+	if (p->kernel_managed)
+		w->be->pool_recycle(w, (uint32_t)idx);
+	else
+		p->stack[p->nstack++] = (uint32_t)idx;
+	wake_starved(w);
+}

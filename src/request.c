@@ -1,0 +1,666 @@
+/*
+ * request.c - registrations, per-fd queues and the completion engine.
+ *
+ * Each registered fd has one queue per direction. Only the head of a queue is
+ * ever handed to the backend, so two reads or two writes of one fd never race
+ * in the kernel (rule 4). When the head completes it moves to the watcher's
+ * completion list, and the next request becomes the head.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* ---- request nodes: a free list refilled a chunk at a time ---- */
+
+#define REQS_PER_CHUNK 256
+
+struct proact__req_chunk {
+	struct proact__req_chunk *next;
+	struct proact__req reqs[REQS_PER_CHUNK];
+};
+
+struct proact__req *proact__req_alloc(struct proact_watcher *w)
+{
+	if (!w->spare) {
+		struct proact__req_chunk *c = malloc(sizeof(*c));
+		if (!c)
+			return NULL;
+		c->next = w->chunks;
+		w->chunks = c;
+		for (int i = 0; i < REQS_PER_CHUNK; i++) {
+			c->reqs[i].next = w->spare;
+			w->spare = &c->reqs[i];
+		}
+	}
+	struct proact__req *r = w->spare;
+	w->spare = r->next;
+	memset(r, 0, sizeof(*r));
+	r->heap_idx = PROACT__NO_HEAP;
+	r->pool = -1;
+	return r;
+}
+
+void proact__req_release(struct proact_watcher *w, struct proact__req *r)
+{
+	r->next = w->spare;
+	w->spare = r;
+}
+
+void proact__reqs_destroy(struct proact_watcher *w)
+{
+	while (w->chunks) {
+		struct proact__req_chunk *c = w->chunks;
+		w->chunks = c->next;
+		free(c);
+	}
+	w->spare = NULL;
+}
+
+/* ---- the fd table: chunks that never move, indexed by fd number ---- */
+
+struct proact__fd *proact__fd_lookup(struct proact_watcher *w, int fd)
+{
+	uint32_t chunk = (uint32_t)fd >> PROACT__FDTAB_SHIFT;
+	if (fd < 0 || chunk >= w->fdtab_chunks || !w->fdtab[chunk])
+		return NULL;
+	return &w->fdtab[chunk][(uint32_t)fd & (PROACT__FDTAB_CHUNK - 1)];
+}
+
+static struct proact__fd *fd_slot(struct proact_watcher *w, int fd)
+{
+	uint32_t chunk = (uint32_t)fd >> PROACT__FDTAB_SHIFT;
+	if (chunk >= w->fdtab_chunks) {
+		uint32_t n = chunk + 1 > w->fdtab_chunks * 2 ? chunk + 1 : w->fdtab_chunks * 2;
+		struct proact__fd **t = realloc(w->fdtab, n * sizeof(*t));
+		if (!t)
+			return NULL;
+		memset(t + w->fdtab_chunks, 0, (n - w->fdtab_chunks) * sizeof(*t));
+		w->fdtab = t;
+		w->fdtab_chunks = n;
+	}
+	if (!w->fdtab[chunk]) {
+		w->fdtab[chunk] = calloc(PROACT__FDTAB_CHUNK, sizeof(struct proact__fd));
+		if (!w->fdtab[chunk])
+			return NULL;
+	}
+	return proact__fd_lookup(w, fd);
+}
+
+/* Learns what kind of descriptor fd is and makes it non-blocking. */
+static int fd_prepare(struct proact__fd *f, int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0)
+		return -EBADF;
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return -errno;
+	if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode))
+		return -ENOTSUP;
+	uint8_t flags = 0;
+	if (S_ISSOCK(st.st_mode)) {
+		int type = 0;
+		socklen_t len = sizeof(type);
+		flags |= PROACT__F_SOCKET;
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM)
+			flags |= PROACT__F_STREAM;
+	}
+	if (!(fl & O_NONBLOCK)) {
+		if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)
+			return -errno;
+		flags |= PROACT__F_BLOCKING;
+	}
+	f->flags = (uint8_t)((f->flags & (PROACT__F_DIRTY | PROACT__F_STARVED)) | flags);
+	return 0;
+}
+
+static void fd_restore_blocking(struct proact__fd *f)
+{
+	if (f->flags & PROACT__F_BLOCKING) {
+		int fl = fcntl(f->fd, F_GETFL);
+		if (fl >= 0)
+			fcntl(f->fd, F_SETFL, fl & ~O_NONBLOCK);
+	}
+}
+
+/* Returns the registration of fd, registering it on first use. */
+static int fd_register(struct proact_watcher *w, int fd, struct proact__fd **out)
+{
+	struct proact__fd *f = fd_slot(w, fd);
+	if (!f)
+		return -ENOMEM;
+	if (f->state == PROACT__FD_CLOSING)
+		return -EALREADY;
+	if (f->state == PROACT__FD_UNUSED) {
+		f->fd = fd;
+		int rc = fd_prepare(f, fd);
+		if (rc == 0) {
+			f->ready[0] = f->ready[1] = 1; /* try at once: no poll round trip */
+			rc = w->be->fd_add(w, f);
+			if (rc != 0)
+				fd_restore_blocking(f);
+		}
+		if (rc != 0) {
+			f->flags &= PROACT__F_DIRTY | PROACT__F_STARVED;
+			return rc;
+		}
+		f->state = PROACT__FD_ACTIVE;
+	}
+	*out = f;
+	return 0;
+}
+
+/* Forgets a registration; the entry may be reused by a new socket. */
+static void fd_reset(struct proact__fd *f)
+{
+	f->state = PROACT__FD_UNUSED;
+	f->gen++;
+	/* Still linked on a list: keep the link bits, the lists skip unused fds. */
+	f->flags &= PROACT__F_DIRTY | PROACT__F_STARVED;
+	f->head[0] = f->head[1] = f->tail[0] = f->tail[1] = NULL;
+	f->inflight[0] = f->inflight[1] = f->cancel[0] = f->cancel[1] = 0;
+	f->ready[0] = f->ready[1] = 0;
+	f->pending = 0;
+	f->close_req = NULL;
+}
+
+static void mark_dirty(struct proact_watcher *w, struct proact__fd *f)
+{
+	if (f->flags & PROACT__F_DIRTY)
+		return;
+	f->flags |= PROACT__F_DIRTY;
+	f->next_dirty = NULL;
+	if (w->dirty_tail)
+		w->dirty_tail->next_dirty = f;
+	else
+		w->dirty_head = f;
+	w->dirty_tail = f;
+}
+
+static void mark_starved(struct proact_watcher *w, struct proact__fd *f)
+{
+	if (f->flags & PROACT__F_STARVED)
+		return;
+	f->flags |= PROACT__F_STARVED;
+	f->next_starved = NULL;
+	if (w->starved_tail)
+		w->starved_tail->next_starved = f;
+	else
+		w->starved_head = f;
+	w->starved_tail = f;
+}
+
+/* ---- queues and completion ---- */
+
+static int dir_of(const struct proact__req *r)
+{
+	return r->op == PROACT_OP_READ ? PROACT__RD : PROACT__WR;
+}
+
+static void queue_push(struct proact__fd *f, int dir, struct proact__req *r)
+{
+	r->next = NULL;
+	r->prev = f->tail[dir];
+	if (f->tail[dir])
+		f->tail[dir]->next = r;
+	else
+		f->head[dir] = r;
+	f->tail[dir] = r;
+}
+
+static void queue_unlink(struct proact__fd *f, int dir, struct proact__req *r)
+{
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		f->head[dir] = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	else
+		f->tail[dir] = r->prev;
+	r->next = r->prev = NULL;
+}
+
+static void done_push(struct proact_watcher *w, struct proact__req *r)
+{
+	r->next = NULL;
+	if (w->done_tail)
+		w->done_tail->next = r;
+	else
+		w->done_head = r;
+	w->done_tail = r;
+}
+
+/* Moves r from its fd queue to the completion list with the given errno. */
+static void finish(struct proact_watcher *w, struct proact__req *r, int error)
+{
+	struct proact__fd *f = r->f;
+	queue_unlink(f, dir_of(r), r);
+	proact__heap_remove(&w->heap, r);
+	r->error = error;
+	r->f = NULL;
+	f->pending--;
+	w->pending--;
+	done_push(w, r);
+}
+
+/* Accounts a result of n bytes (or -errno) for the head r; true if r finished. */
+static bool account(struct proact_watcher *w, struct proact__req *r, ssize_t n)
+{
+	if (n < 0) {
+		finish(w, r, (int)-n);
+		return true;
+	}
+	r->done += (size_t)n;
+	bool complete;
+	if (r->op == PROACT_OP_READ)
+		complete = n == 0 || !(r->flags & PROACT_FULL) || r->done == r->len;
+	else
+		complete = r->done == r->len;
+	if (complete)
+		finish(w, r, 0);
+	return complete;
+}
+
+void proact__progress(struct proact_watcher *w, struct proact__fd *f, int dir)
+{
+	while (f->state == PROACT__FD_ACTIVE && !f->inflight[dir]) {
+		struct proact__req *r = f->head[dir];
+		if (!r)
+			return;
+		if (dir == PROACT__WR && (f->flags & PROACT__F_CUT)) {
+			finish(w, r, EPIPE);
+			continue;
+		}
+		ssize_t n = w->be->io(w, f, dir, r);
+		if (n == PROACT__WAIT)
+			return;
+		if (n == PROACT__INFLIGHT) {
+			f->inflight[dir] = 1;
+			return;
+		}
+		if (n == PROACT__NOPOOL) {
+			mark_starved(w, f);
+			return;
+		}
+		account(w, r, n);
+	}
+}
+
+static void finish_close(struct proact_watcher *w, struct proact__fd *f);
+
+/*
+ * The result of an in-flight head. A head whose deadline passed or whose fd
+ * is closing was asked back from the kernel; whatever it moved still counts.
+ */
+void proact__io_done(struct proact_watcher *w, struct proact__fd *f, int dir, ssize_t n)
+{
+	struct proact__req *r = f->head[dir];
+	f->inflight[dir] = 0;
+	if (n == PROACT__NOPOOL && !r->expired && f->state == PROACT__FD_ACTIVE) {
+		mark_starved(w, f);
+		return;
+	}
+	if (f->cancel[dir]) {
+		f->cancel[dir] = 0;
+		if (n > 0)
+			r->done += (size_t)n;
+		if (r->expired && r->op != PROACT_OP_READ && r->done > 0)
+			f->flags |= PROACT__F_CUT;
+		finish(w, r, r->expired ? ETIMEDOUT : ECANCELED);
+	} else if (n != PROACT__NOPOOL) {
+		account(w, r, n);
+	}
+	if (f->state == PROACT__FD_CLOSING) {
+		if (!f->inflight[PROACT__RD] && !f->inflight[PROACT__WR])
+			finish_close(w, f);
+		return;
+	}
+	proact__progress(w, f, dir);
+}
+
+/* ---- deadlines ---- */
+
+static void expire_one(struct proact_watcher *w, struct proact__req *r)
+{
+	struct proact__fd *f = r->f;
+	int dir = dir_of(r);
+	proact__heap_remove(&w->heap, r);
+	if (f->head[dir] == r && f->inflight[dir]) {
+		/* The kernel holds it: ask for it back, the result says how much moved. */
+		r->expired = 1;
+		if (!f->cancel[dir]) {
+			f->cancel[dir] = 1;
+			w->be->cancel(w, f, dir);
+		}
+		return;
+	}
+	bool was_head = f->head[dir] == r;
+	if (dir == PROACT__WR && r->done > 0)
+		f->flags |= PROACT__F_CUT;
+	finish(w, r, ETIMEDOUT);
+	if (was_head)
+		proact__progress(w, f, dir);
+}
+
+void proact__expire(struct proact_watcher *w, uint64_t now)
+{
+	struct proact__req *r;
+	while ((r = proact__heap_min(&w->heap)) && r->deadline <= now) {
+		if (r->f->state != PROACT__FD_ACTIVE) {
+			proact__heap_remove(&w->heap, r); /* closing: ECANCELED soon */
+			continue;
+		}
+		expire_one(w, r);
+	}
+}
+
+/* ---- free and detach ---- */
+
+static void cancel_queue(struct proact_watcher *w, struct proact__fd *f, int dir)
+{
+	while (f->head[dir])
+		finish(w, f->head[dir], ECANCELED);
+}
+
+/* Everything of f is out of the kernel: complete the rest, close, announce. */
+static void finish_close(struct proact_watcher *w, struct proact__fd *f)
+{
+	cancel_queue(w, f, PROACT__RD);
+	cancel_queue(w, f, PROACT__WR);
+	w->be->fd_remove(w, f);
+	struct proact__req *c = f->close_req;
+	if (f->flags & PROACT__F_DETACH)
+		fd_restore_blocking(f);
+	else
+		close(f->fd);
+	fd_reset(f);
+	done_push(w, c);
+}
+
+static void start_close(struct proact_watcher *w, struct proact__fd *f)
+{
+	for (int dir = 0; dir < 2; dir++) {
+		if (f->inflight[dir] && !f->cancel[dir]) {
+			f->cancel[dir] = 1;
+			w->be->cancel(w, f, dir);
+		}
+	}
+	if (!f->inflight[PROACT__RD] && !f->inflight[PROACT__WR])
+		finish_close(w, f);
+}
+
+void proact__process_dirty(struct proact_watcher *w)
+{
+	struct proact__fd *f;
+	while ((f = w->dirty_head)) {
+		w->dirty_head = f->next_dirty;
+		if (!w->dirty_head)
+			w->dirty_tail = NULL;
+		f->next_dirty = NULL;
+		f->flags &= (uint8_t)~PROACT__F_DIRTY;
+		if (f->state == PROACT__FD_CLOSING) {
+			start_close(w, f);
+		} else if (f->state == PROACT__FD_ACTIVE) {
+			proact__progress(w, f, PROACT__RD);
+			proact__progress(w, f, PROACT__WR);
+		}
+	}
+}
+
+int proact__close_fd(struct proact_watcher *w, int fd, void *ctx, bool detach)
+{
+	struct proact__fd *f = proact__fd_lookup(w, fd);
+	if (!f || f->state == PROACT__FD_UNUSED)
+		return -ENOENT;
+	if (f->state == PROACT__FD_CLOSING)
+		return -EALREADY;
+	struct proact__req *c = proact__req_alloc(w);
+	if (!c)
+		return -ENOMEM;
+	c->op = detach ? PROACT_OP_DETACH : PROACT_OP_FREE;
+	c->fdnum = fd;
+	c->ctx = ctx;
+	f->close_req = c;
+	f->state = PROACT__FD_CLOSING;
+	if (detach)
+		f->flags |= PROACT__F_DETACH;
+	mark_dirty(w, f);
+	return 0;
+}
+
+/* Shutdown: every registered fd is closed, nothing is delivered any more. */
+void proact__close_all(struct proact_watcher *w)
+{
+	for (uint32_t c = 0; c < w->fdtab_chunks; c++) {
+		if (!w->fdtab[c])
+			continue;
+		for (uint32_t i = 0; i < PROACT__FDTAB_CHUNK; i++) {
+			struct proact__fd *f = &w->fdtab[c][i];
+			if (f->state == PROACT__FD_UNUSED)
+				continue;
+			w->be->fd_remove(w, f);
+			close(f->fd);
+			fd_reset(f);
+		}
+	}
+}
+
+/* ---- submission ---- */
+
+static int validate_iov(const struct proact_request *q, size_t *total)
+{
+	if (!q->iov || q->iovcnt < 1 || q->iovcnt > IOV_MAX)
+		return -EINVAL;
+	size_t sum = 0;
+	for (int i = 0; i < q->iovcnt; i++) {
+		if (!q->iov[i].iov_base && q->iov[i].iov_len)
+			return -EINVAL;
+		if (q->iov[i].iov_len > (size_t)SSIZE_MAX - sum)
+			return -EINVAL;
+		sum += q->iov[i].iov_len;
+	}
+	*total = sum;
+	return sum ? 0 : -EINVAL;
+}
+
+/* Checks what needs no lock: the request's own fields. */
+int proact__validate(const struct proact_watcher *w, const struct proact_request *q)
+{
+	(void)w;
+	if (q->reserved[0] || q->reserved[1] || q->reserved[2])
+		return -EINVAL;
+	switch (q->op) {
+	case PROACT_OP_READ:
+		if (q->flags & ~PROACT_FULL)
+			return -EINVAL;
+		if (q->buf && (q->len == 0 || q->len > SSIZE_MAX))
+			return -EINVAL;
+		if (!q->buf && (q->flags & PROACT_FULL))
+			return -EINVAL;
+		break;
+	case PROACT_OP_WRITE:
+		if (q->flags || !q->buf || q->len == 0 || q->len > SSIZE_MAX)
+			return -EINVAL;
+		break;
+	case PROACT_OP_WRITEV: {
+		size_t total;
+		if (q->flags)
+			return -EINVAL;
+		int rc = validate_iov(q, &total);
+		if (rc)
+			return rc;
+		break;
+	}
+	default:
+		return -EINVAL;
+	}
+	if (q->fd < 0)
+		return -EBADF;
+	return 0;
+}
+
+/* Takes a reference on each pool buffer a write sends; -EINVAL if one is free. */
+static int hold_pool(struct proact_watcher *w, struct proact__req *r)
+{
+	const struct iovec one = {.iov_base = r->buf, .iov_len = r->len};
+	const struct iovec *iov = r->op == PROACT_OP_WRITEV ? r->buf : &one;
+	int cnt = r->op == PROACT_OP_WRITEV ? r->iovcnt : 1;
+	int i;
+	for (i = 0; i < cnt; i++) {
+		int32_t idx = proact__pool_index(&w->pool, iov[i].iov_base);
+		if (idx < 0 || iov[i].iov_len == 0)
+			continue;
+		if (w->pool.refs[idx] == 0)
+			break;
+		w->pool.refs[idx]++;
+		r->holds_pool = 1;
+	}
+	if (i == cnt)
+		return 0;
+	for (int j = 0; j < i; j++) { /* undo: this submission fails whole */
+		int32_t idx = proact__pool_index(&w->pool, iov[j].iov_base);
+		if (idx >= 0 && iov[j].iov_len)
+			w->pool.refs[idx]--;
+	}
+	r->holds_pool = 0;
+	return -EINVAL;
+}
+
+static void drop_pool(struct proact_watcher *w, struct proact__req *r)
+{
+	if (r->pool >= 0)
+		proact__pool_unref(w, r->pool);
+	if (!r->holds_pool)
+		return;
+	const struct iovec one = {.iov_base = r->buf, .iov_len = r->len};
+	const struct iovec *iov = r->op == PROACT_OP_WRITEV ? r->buf : &one;
+	int cnt = r->op == PROACT_OP_WRITEV ? r->iovcnt : 1;
+	for (int i = 0; i < cnt; i++) {
+		int32_t idx = proact__pool_index(&w->pool, iov[i].iov_base);
+		if (idx >= 0 && iov[i].iov_len)
+			proact__pool_unref(w, idx);
+	}
+}
+
+/* Drops the pool references of the completions delivered by the last wait. */
+void proact__release_held(struct proact_watcher *w)
+{
+	while (w->held) {
+		struct proact__req *r = w->held;
+		w->held = r->next;
+		drop_pool(w, r);
+		proact__req_release(w, r);
+	}
+}
+
+static void fill_req(struct proact__req *r, const struct proact_request *q)
+{
+	r->op = q->op;
+	r->flags = (uint8_t)q->flags;
+	r->fdnum = q->fd;
+	r->ctx = q->ctx;
+	r->deadline = q->deadline;
+	if (q->op == PROACT_OP_WRITEV) {
+		size_t total = 0;
+		for (int i = 0; i < q->iovcnt; i++)
+			total += q->iov[i].iov_len;
+		r->buf = (void *)q->iov;
+		r->iovcnt = q->iovcnt;
+		r->len = total;
+	} else {
+		r->buf = q->buf;
+		r->len = q->len;
+	}
+}
+
+int proact__submit_locked(struct proact_watcher *w, const struct proact_request *q)
+{
+	if (w->closed)
+		return -ESHUTDOWN;
+	if (q->op == PROACT_OP_READ && !q->buf && w->pool.count == 0)
+		return -ENOBUFS;
+	struct proact__fd *f;
+	int rc = fd_register(w, q->fd, &f);
+	if (rc)
+		return rc;
+	if (f->pending >= w->max_pending_fd)
+		return -EAGAIN;
+	if (w->pending >= w->max_pending)
+		return -ENOBUFS;
+	struct proact__req *r = proact__req_alloc(w);
+	if (!r)
+		return -ENOMEM;
+	fill_req(r, q);
+	if (r->op == PROACT_OP_READ && !r->buf && (r->len == 0 || r->len > w->pool.size))
+		r->len = w->pool.size;
+	if (r->op != PROACT_OP_READ && (rc = hold_pool(w, r)) != 0) {
+		proact__req_release(w, r);
+		return rc;
+	}
+	if (r->deadline && (rc = proact__heap_push(&w->heap, r)) != 0) {
+		drop_pool(w, r);
+		proact__req_release(w, r);
+		return rc;
+	}
+	int dir = dir_of(r);
+	r->f = f;
+	queue_push(f, dir, r);
+	f->pending++;
+	w->pending++;
+	if (f->head[dir] == r)
+		mark_dirty(w, f);
+	return 0;
+}
+
+/* ---- delivery ---- */
+
+int proact__deliver(struct proact_watcher *w, struct proact_completion *out, int max)
+{
+	int n = 0;
+	while (n < max && w->done_head) {
+		struct proact__req *r = w->done_head;
+		w->done_head = r->next;
+		if (!w->done_head)
+			w->done_tail = NULL;
+		struct proact_completion *c = &out[n++];
+		*c = (struct proact_completion){
+		    .fd = r->fdnum,
+		    .op = r->op,
+		    .error = r->error,
+		    .ctx = r->ctx,
+		    .buf = r->op == PROACT_OP_FREE || r->op == PROACT_OP_DETACH ? NULL : r->buf,
+		    .size = r->done,
+		};
+		if (r->flags & PROACT_FULL)
+			c->flags |= PROACT_COMP_FULL;
+		if (r->pool >= 0)
+			c->flags |= PROACT_COMP_POOL;
+		if (r->pool >= 0 || r->holds_pool) {
+			r->next = w->held;
+			w->held = r;
+		} else {
+			proact__req_release(w, r);
+		}
+	}
+	return n;
+}
+
+/* Shutdown: every request and undelivered completion is forgotten. */
+void proact__drop_all(struct proact_watcher *w)
+{
+	proact__reqs_destroy(w);
+	w->done_head = w->done_tail = NULL;
+	w->held = NULL;
+	w->dirty_head = w->dirty_tail = NULL;
+	w->starved_head = w->starved_tail = NULL;
+	w->heap.n = 0;
+	w->pending = 0;
+}

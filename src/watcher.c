@@ -1,0 +1,343 @@
+/*
+ * watcher.c - the public API: watcher lifecycle, submission entry points and
+ * proact_wait, the loop in which the waiting thread drives all I/O.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define DEFAULT_POOL_SIZE      16384u
+#define DEFAULT_POOL_COUNT     256u
+#define DEFAULT_MAX_PENDING_FD 4096u
+#define DEFAULT_MAX_PENDING    (1u << 20)
+#define MAX_POOL_BYTES         ((size_t)1 << 34)
+/* Ready completions may skip the kernel poll this many rounds in a row; then
+   one non-blocking poll keeps other fds from starving behind a busy one. */
+#define MAX_POLL_SKIPS 8
+
+void proact__lock(struct proact_watcher *w)
+{
+	pthread_mutex_lock(&w->lock);
+}
+
+void proact__unlock(struct proact_watcher *w)
+{
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* ---- backend choice ---- */
+
+static const struct proact__backend *backend_named(const char *name)
+{
+	if (strcmp(name, "epoll") == 0)
+		return &proact__backend_epoll;
+#ifdef PROACT_HAVE_URING
+	if (strcmp(name, "io_uring") == 0)
+		return &proact__backend_uring;
+#endif
+	return NULL;
+}
+
+static int backend_known(const char *name)
+{
+	return strcmp(name, "epoll") == 0 || strcmp(name, "io_uring") == 0 ||
+	       strcmp(name, "kqueue") == 0;
+}
+
+/* Tries the backends in order of preference; returns 0 or the last error. */
+static int backend_start(struct proact_watcher *w, const char *name)
+{
+	if (name) {
+		if (!backend_known(name))
+			return -EINVAL;
+		w->be = backend_named(name);
+		if (!w->be)
+			return -ENOSYS;
+		return w->be->init(w);
+	}
+#ifdef PROACT_HAVE_URING
+	w->be = &proact__backend_uring;
+	if (w->be->init(w) == 0)
+		return 0;
+#endif
+	w->be = &proact__backend_epoll;
+	return w->be->init(w);
+}
+
+static int options_apply(struct proact_watcher *w, const struct proact_options *o,
+                         uint32_t *pool_count, uint32_t *pool_size)
+{
+	static const struct proact_options defaults;
+	if (!o)
+		o = &defaults;
+	for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
+		if (o->reserved[i])
+			return -EINVAL;
+	*pool_size = o->pool_buffer_size ? o->pool_buffer_size : DEFAULT_POOL_SIZE;
+	*pool_count = o->pool_buffer_count ? o->pool_buffer_count : DEFAULT_POOL_COUNT;
+	if (o->pool_buffer_count == PROACT_POOL_NONE)
+		*pool_count = 0;
+	if (*pool_count > (1u << 15) || (size_t)*pool_count * *pool_size > MAX_POOL_BYTES)
+		return -EINVAL;
+	w->max_pending_fd = o->max_pending_per_fd ? o->max_pending_per_fd : DEFAULT_MAX_PENDING_FD;
+	w->max_pending = o->max_pending ? o->max_pending : DEFAULT_MAX_PENDING;
+	return 0;
+}
+
+int proact_watcher_new(proact_watcher **out, const struct proact_options *opts)
+{
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	struct proact_watcher *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	uint32_t pool_count, pool_size;
+	int rc = options_apply(w, opts, &pool_count, &pool_size);
+	if (rc == 0)
+		rc = proact__pool_init(&w->pool, pool_count, pool_size);
+	if (rc) {
+		free(w);
+		return rc;
+	}
+	pthread_mutex_init(&w->lock, NULL);
+	const char *name = opts && opts->backend ? opts->backend : getenv("PROACT_BACKEND");
+	if (name && !*name)
+		name = NULL;
+	rc = backend_start(w, name);
+	if (rc) {
+		proact__pool_destroy(&w->pool);
+		pthread_mutex_destroy(&w->lock);
+		free(w);
+		return rc;
+	}
+	*out = w;
+	return 0;
+}
+
+const char *proact_backend(const proact_watcher *w)
+{
+	return w ? w->be->name : NULL;
+}
+
+int proact_watcher_shutdown(proact_watcher *w)
+{
+	if (!w)
+		return -EINVAL;
+	proact__lock(w);
+	if (w->closed) {
+		proact__unlock(w);
+		return -ESHUTDOWN;
+	}
+	w->closed = true;
+	w->be->quiesce(w); /* the kernel lets go of every buffer */
+	proact__close_all(w);
+	proact__drop_all(w);
+	if (w->sleeping && !w->wake_sent) {
+		w->wake_sent = true;
+		w->be->wakeup(w);
+	}
+	proact__unlock(w);
+	return 0;
+}
+
+void proact_watcher_destroy(proact_watcher *w)
+{
+	if (!w)
+		return;
+	proact_watcher_shutdown(w);
+	w->be->destroy(w);
+	proact__pool_destroy(&w->pool);
+	proact__heap_destroy(&w->heap);
+	for (uint32_t c = 0; c < w->fdtab_chunks; c++)
+		free(w->fdtab[c]);
+	free(w->fdtab);
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+}
+
+/* ---- submission ---- */
+
+/* After queueing: a waiter asleep in the kernel must come and do the work. */
+static void kick(struct proact_watcher *w)
+{
+	if (w->sleeping && !w->wake_sent && (w->dirty_head || w->woken)) {
+		w->wake_sent = true;
+		w->be->wakeup(w);
+	}
+}
+
+int proact_submit(proact_watcher *w, const struct proact_request *reqs, int n)
+{
+	if (!w || !reqs || n < 0)
+		return -EINVAL;
+	int i, rc = 0;
+	proact__lock(w);
+	for (i = 0; i < n; i++) {
+		rc = proact__validate(w, &reqs[i]);
+		if (rc == 0)
+			rc = proact__submit_locked(w, &reqs[i]);
+		if (rc)
+			break;
+	}
+	kick(w);
+	proact__unlock(w);
+	return i > 0 || n == 0 ? i : rc;
+}
+
+static int submit_one(proact_watcher *w, const struct proact_request *q)
+{
+	int rc = proact_submit(w, q, 1);
+	return rc == 1 ? 0 : rc;
+}
+
+int proact_read(proact_watcher *w, int fd, void *buf, size_t len, void *ctx)
+{
+	return proact_read_deadline(w, fd, buf, len, 0, 0, ctx);
+}
+
+int proact_read_full(proact_watcher *w, int fd, void *buf, size_t len, void *ctx)
+{
+	return proact_read_deadline(w, fd, buf, len, PROACT_FULL, 0, ctx);
+}
+
+int proact_read_deadline(proact_watcher *w, int fd, void *buf, size_t len, uint32_t flags,
+                         uint64_t deadline, void *ctx)
+{
+	struct proact_request q = {.fd = fd,
+	                           .op = PROACT_OP_READ,
+	                           .flags = flags,
+	                           .buf = buf,
+	                           .len = len,
+	                           .deadline = deadline,
+	                           .ctx = ctx};
+	return submit_one(w, &q);
+}
+
+int proact_write(proact_watcher *w, int fd, const void *buf, size_t len, void *ctx)
+{
+	return proact_write_deadline(w, fd, buf, len, 0, ctx);
+}
+
+int proact_write_deadline(proact_watcher *w, int fd, const void *buf, size_t len, uint64_t deadline,
+                          void *ctx)
+{
+	struct proact_request q = {.fd = fd,
+	                           .op = PROACT_OP_WRITE,
+	                           .buf = (void *)buf,
+	                           .len = len,
+	                           .deadline = deadline,
+	                           .ctx = ctx};
+	return submit_one(w, &q);
+}
+
+int proact_writev(proact_watcher *w, int fd, const struct iovec *iov, int iovcnt, void *ctx)
+{
+	struct proact_request q = {
+	    .fd = fd, .op = PROACT_OP_WRITEV, .iov = iov, .iovcnt = iovcnt, .ctx = ctx};
+	return submit_one(w, &q);
+}
+
+static int close_common(proact_watcher *w, int fd, void *ctx, bool detach)
+{
+	if (!w)
+		return -EINVAL;
+	if (fd < 0)
+		return -EBADF;
+	proact__lock(w);
+	int rc = w->closed ? -ESHUTDOWN : proact__close_fd(w, fd, ctx, detach);
+	kick(w);
+	proact__unlock(w);
+	return rc;
+}
+
+int proact_free(proact_watcher *w, int fd, void *ctx)
+{
+	return close_common(w, fd, ctx, false);
+}
+
+int proact_detach(proact_watcher *w, int fd, void *ctx)
+{
+	return close_common(w, fd, ctx, true);
+}
+
+int proact_wakeup(proact_watcher *w)
+{
+	if (!w)
+		return -EINVAL;
+	proact__lock(w);
+	int rc = w->closed ? -ESHUTDOWN : 0;
+	if (rc == 0) {
+		w->woken = true;
+		kick(w);
+	}
+	proact__unlock(w);
+	return rc;
+}
+
+/* ---- the wait loop ---- */
+
+static int64_t poll_timeout(struct proact_watcher *w, uint64_t now, uint64_t end, bool forever)
+{
+	int64_t t = forever ? -1 : (int64_t)(end > now ? end - now : 0);
+	struct proact__req *next = proact__heap_min(&w->heap);
+	if (next) {
+		int64_t d = next->deadline > now ? (int64_t)(next->deadline - now) : 0;
+		if (t < 0 || d < t)
+			t = d;
+	}
+	return t;
+}
+
+/* Runs I/O until a completion is ready, the time is up, or a wakeup. */
+static int run(struct proact_watcher *w, int timeout_ms)
+{
+	bool forever = timeout_ms < 0, polled = false;
+	uint64_t end = forever ? 0 : proact_now() + (uint64_t)timeout_ms * 1000000u;
+	for (;;) {
+		proact__process_dirty(w);
+		uint64_t now = proact_now();
+		proact__expire(w, now);
+		if (w->closed)
+			return -ESHUTDOWN;
+		int64_t t;
+		if (w->done_head || w->woken) {
+			if (polled || ++w->poll_skips < MAX_POLL_SKIPS)
+				return 0;
+			t = 0;
+		} else if (polled && !forever && now >= end) {
+			return 0;
+		} else {
+			t = poll_timeout(w, now, end, forever);
+		}
+		w->poll_skips = 0;
+		int rc = w->be->poll(w, t);
+		polled = true;
+		if (rc < 0 && rc != -EINTR)
+			return rc;
+	}
+}
+
+int proact_wait(proact_watcher *w, struct proact_completion *out, int max, int timeout_ms)
+{
+	if (!w || !out || max < 1)
+		return -EINVAL;
+	proact__lock(w);
+	if (w->closed || w->waiting) {
+		int rc = w->closed ? -ESHUTDOWN : -EBUSY;
+		proact__unlock(w);
+		return rc;
+	}
+	w->waiting = true;
+	proact__release_held(w);
+	int rc = run(w, timeout_ms);
+	if (rc == 0) {
+		w->woken = false;
+		rc = proact__deliver(w, out, max);
+	}
+	w->waiting = false;
+	proact__unlock(w);
+	return rc;
+}

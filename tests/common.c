@@ -1,0 +1,154 @@
+#include "common.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+const char *t_backend(void)
+{
+	const char *b = getenv("PROACT_BACKEND");
+	return b && *b ? b : "auto";
+}
+
+proact_watcher *t_watcher(const struct proact_options *opts)
+{
+	proact_watcher *w = NULL;
+	int rc = proact_watcher_new(&w, opts);
+	if (rc != 0)
+		fail_msg("proact_watcher_new: %s", proact_strerror(rc));
+	const char *want = getenv("PROACT_BACKEND");
+	if (want && *want && (!opts || !opts->backend))
+		assert_string_equal(proact_backend(w), want);
+	return w;
+}
+
+int t_listener(int *port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(fd, 4096), 0);
+	socklen_t len = sizeof(a);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
+int t_connect(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
+		fail_msg("connect: %s", strerror(errno));
+	return fd;
+}
+
+void t_tcp_pair(int fds[2])
+{
+	int port;
+	int lfd = t_listener(&port);
+	fds[0] = t_connect(port);
+	fds[1] = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(fds[1] >= 0);
+	int one = 1;
+	setsockopt(fds[0], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fds[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	close(lfd);
+}
+
+void t_unix_pair(int fds[2])
+{
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+}
+
+int t_collect(proact_watcher *w, struct proact_completion *out, int want, int timeout_ms)
+{
+	uint64_t end = proact_deadline_in((uint64_t)timeout_ms);
+	int got = 0;
+	while (got < want) {
+		uint64_t now = proact_now();
+		if (now >= end)
+			break;
+		int left_ms = (int)((end - now) / 1000000u) + 1;
+		int n = proact_wait(w, out + got, want - got, left_ms);
+		if (n < 0)
+			fail_msg("proact_wait: %s", proact_strerror(n));
+		got += n;
+	}
+	return got;
+}
+
+uint8_t t_byte(uint32_t seed, uint64_t i)
+{
+	uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull ^ ((uint64_t)seed << 17);
+	x ^= x >> 31;
+	x *= 0xBF58476D1CE4E5B9ull;
+	x ^= x >> 29;
+	return (uint8_t)x;
+}
+
+void t_fill(uint8_t *buf, size_t len, uint32_t seed, uint64_t offset)
+{
+	for (size_t i = 0; i < len; i++)
+		buf[i] = t_byte(seed, offset + i);
+}
+
+long t_check(const uint8_t *buf, size_t len, uint32_t seed, uint64_t offset)
+{
+	for (size_t i = 0; i < len; i++)
+		if (buf[i] != t_byte(seed, offset + i))
+			return (long)i;
+	return -1;
+}
+
+void t_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len > 0) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			fail_msg("send: %s", strerror(errno));
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+void t_read_all(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+	while (len > 0) {
+		ssize_t n = recv(fd, p, len, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			fail_msg("recv: %s", n == 0 ? "EOF" : strerror(errno));
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+int t_fd_count(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	assert_non_null(d);
+	int n = 0;
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n - 3; /* ".", ".." and the DIR's own fd */
+}

@@ -1,0 +1,51 @@
+/*
+ * Shared helpers for the test programs: real sockets over loopback and
+ * socketpairs, and a loop that collects completions with a time bound.
+ * Each test program runs on the backend named by PROACT_BACKEND.
+ */
+#ifndef PROACT_TEST_COMMON_H
+#define PROACT_TEST_COMMON_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "proact.h"
+
+/* A watcher on the backend under test, with optional overrides (NULL: defaults). */
+proact_watcher *t_watcher(const struct proact_options *opts);
+
+/* A connected TCP pair over 127.0.0.1: fds[0] and fds[1]. Asserts on failure. */
+void t_tcp_pair(int fds[2]);
+/* A connected AF_UNIX stream socketpair. */
+void t_unix_pair(int fds[2]);
+/* A listening TCP socket on 127.0.0.1 with a kernel-chosen port. */
+int t_listener(int *port);
+/* A blocking client connected to 127.0.0.1:port. */
+int t_connect(int port);
+
+/*
+ * Collects completions into out[] until `want` of them arrived, or the
+ * timeout (ms) passed. Returns how many arrived. Pool buffers delivered along
+ * the way are released by the next proact_wait call: copy what you need first.
+ */
+int t_collect(proact_watcher *w, struct proact_completion *out, int want, int timeout_ms);
+
+/* Deterministic pseudo-random bytes: the byte at stream offset i of seed s. */
+uint8_t t_byte(uint32_t seed, uint64_t i);
+void t_fill(uint8_t *buf, size_t len, uint32_t seed, uint64_t offset);
+/* Index of the first byte that differs from the seed stream, or -1. */
+long t_check(const uint8_t *buf, size_t len, uint32_t seed, uint64_t offset);
+
+/* Blocking helpers for the peer side (plain sockets, not the watcher). */
+void t_write_all(int fd, const void *buf, size_t len);
+void t_read_all(int fd, void *buf, size_t len);
+/* Number of open fds of this process (from /proc/self/fd). */
+int t_fd_count(void);
+/* The name of the backend under test (PROACT_BACKEND or "auto"). */
+const char *t_backend(void);
+
+#endif

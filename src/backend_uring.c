@@ -1,0 +1,431 @@
+/*
+ * backend_uring.c - the completion backend: io_uring through liburing.
+ *
+ * The core hands over the head request of a direction; this backend turns it
+ * into one SQE (recv, send, sendmsg, read, write, writev) and reports the CQE
+ * back. At most one receive and one send per fd are in the kernel at a time,
+ * because only queue heads are ever handed over. NULL-buffer reads use a
+ * provided-buffer ring: the kernel takes a pool buffer only when data comes.
+ *
+ * Only the thread holding the watcher lock touches the rings. The waiting
+ * thread flushes SQEs under the lock, then blocks in io_uring_enter for
+ * events without it; other threads wake it through an eventfd the ring reads.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <liburing.h>
+
+#include "internal.h"
+
+#define RING_ENTRIES 4096u
+#define CQ_ENTRIES   32768u
+#define BUF_GROUP    0
+#define IOV_SLICE    1024
+
+/* user_data: fd in bits 0-31, the registration's generation in 32-55, kind above. */
+enum { KIND_READ = 0, KIND_WRITE = 1, KIND_CANCEL = 2, KIND_WAKE = 3 };
+
+struct uring_state {
+	struct io_uring ring;
+	int evfd;
+	uint64_t evbuf;       /* the wakeup read lands here */
+	bool wake_armed;      /* a read of evfd is in the ring */
+	uint32_t outstanding; /* SQEs whose CQE has not been reaped */
+	struct io_uring_buf_ring *br;
+	size_t br_bytes;
+	unsigned br_entries;
+	struct msghdr *msgs; /* one per SQ slot: stable until submission */
+};
+
+static struct uring_state *state(struct proact_watcher *w)
+{
+	return w->bstate;
+}
+
+static uint64_t pack(int kind, const struct proact__fd *f)
+{
+	return (uint64_t)kind << 56 | (uint64_t)(f->gen & 0xffffffu) << 32 | (uint32_t)f->fd;
+}
+
+/* An SQE; a full submission queue is flushed to the kernel first. */
+static struct io_uring_sqe *sqe_get(struct uring_state *s)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+	if (!sqe) {
+		io_uring_submit(&s->ring);
+		sqe = io_uring_get_sqe(&s->ring);
+	}
+	if (sqe)
+		s->outstanding++;
+	return sqe;
+}
+
+/* ---- setup ---- */
+
+static bool ops_supported(struct io_uring *ring)
+{
+	static const int needed[] = {IORING_OP_RECV,        IORING_OP_SEND,  IORING_OP_SENDMSG,
+	                             IORING_OP_READ,        IORING_OP_WRITE, IORING_OP_WRITEV,
+	                             IORING_OP_ASYNC_CANCEL};
+	struct io_uring_probe *p = io_uring_get_probe_ring(ring);
+	if (!p)
+		return false;
+	bool ok = true;
+	for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++)
+		ok = ok && io_uring_opcode_supported(p, needed[i]);
+	io_uring_free_probe(p);
+	return ok;
+}
+
+static int ring_setup(struct uring_state *s)
+{
+	/* Newest flags first; an older kernel refuses unknown ones with EINVAL. */
+	static const unsigned flag_sets[] = {
+	    IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
+	        IORING_SETUP_TASKRUN_FLAG,
+	    IORING_SETUP_CQSIZE,
+	};
+	int rc = -EINVAL;
+	for (size_t i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
+		struct io_uring_params p = {.flags = flag_sets[i], .cq_entries = CQ_ENTRIES};
+		rc = io_uring_queue_init_params(RING_ENTRIES, &s->ring, &p);
+		if (rc != -EINVAL)
+			break;
+	}
+	if (rc)
+		return rc;
+	unsigned need = IORING_FEAT_NODROP | IORING_FEAT_SUBMIT_STABLE | IORING_FEAT_EXT_ARG;
+	if ((s->ring.features & need) != need || !ops_supported(&s->ring)) {
+		io_uring_queue_exit(&s->ring);
+		return -ENOSYS;
+	}
+	return 0;
+}
+
+/* The provided-buffer ring: every pool buffer starts out in the kernel's hands. */
+static int bufring_setup(struct proact_watcher *w, struct uring_state *s)
+{
+	struct proact__pool *p = &w->pool;
+	if (p->count == 0)
+		return 0;
+	unsigned entries = 1;
+	while (entries < p->count)
+		entries <<= 1;
+	s->br_bytes = entries * sizeof(struct io_uring_buf);
+	void *m =
+	    mmap(NULL, s->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return -ENOMEM;
+	s->br = m;
+	s->br_entries = entries;
+	io_uring_buf_ring_init(s->br);
+	struct io_uring_buf_reg reg = {
+	    .ring_addr = (uintptr_t)m, .ring_entries = entries, .bgid = BUF_GROUP};
+	int rc = io_uring_register_buf_ring(&s->ring, &reg, 0);
+	if (rc) {
+		munmap(m, s->br_bytes);
+		s->br = NULL;
+		return rc == -EINVAL ? -ENOSYS : rc;
+	}
+	int mask = io_uring_buf_ring_mask(entries);
+	for (uint32_t i = 0; i < p->count; i++)
+		io_uring_buf_ring_add(s->br, proact__pool_addr(p, (int32_t)i), (unsigned)p->size,
+		                      (unsigned short)i, mask, (int)i);
+	io_uring_buf_ring_advance(s->br, (int)p->count);
+	p->kernel_managed = true;
+	p->nstack = 0;
+	return 0;
+}
+
+static void ur_destroy_state(struct uring_state *s)
+{
+	if (s->br) {
+		io_uring_unregister_buf_ring(&s->ring, BUF_GROUP);
+		munmap(s->br, s->br_bytes);
+	}
+	io_uring_queue_exit(&s->ring);
+	if (s->evfd >= 0)
+		close(s->evfd);
+	free(s->msgs);
+	free(s);
+}
+
+static int ur_init(struct proact_watcher *w)
+{
+	struct uring_state *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->evfd = -1;
+	int rc = ring_setup(s);
+	if (rc) {
+		free(s);
+		return rc;
+	}
+	s->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	s->msgs = calloc(s->ring.sq.ring_entries, sizeof(*s->msgs));
+	rc = s->evfd < 0 ? -errno : !s->msgs ? -ENOMEM : bufring_setup(w, s);
+	if (rc) {
+		w->pool.kernel_managed = false;
+		ur_destroy_state(s);
+		return rc;
+	}
+	w->bstate = s;
+	return 0;
+}
+
+static void ur_destroy(struct proact_watcher *w)
+{
+	ur_destroy_state(state(w));
+	w->bstate = NULL;
+}
+
+static int ur_fd_add(struct proact_watcher *w, struct proact__fd *f)
+{
+	(void)w;
+	(void)f;
+	return 0;
+}
+
+static void ur_fd_remove(struct proact_watcher *w, struct proact__fd *f)
+{
+	(void)w;
+	(void)f; /* nothing of f is in the kernel any more */
+}
+
+/* ---- I/O ---- */
+
+static void prep_read(struct io_uring_sqe *sqe, const struct proact__fd *f,
+                      const struct proact__req *r)
+{
+	if (!r->buf) {
+		/* The kernel picks a pool buffer when data is there. */
+		if (f->flags & PROACT__F_SOCKET)
+			io_uring_prep_recv(sqe, f->fd, NULL, r->len, 0);
+		else
+			io_uring_prep_read(sqe, f->fd, NULL, (unsigned)r->len, (__u64)-1);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = BUF_GROUP;
+		return;
+	}
+	char *p = (char *)r->buf + r->done;
+	size_t n = r->len - r->done;
+	if (f->flags & PROACT__F_SOCKET)
+		io_uring_prep_recv(sqe, f->fd, p, n, 0);
+	else
+		io_uring_prep_read(sqe, f->fd, p, (unsigned)n, (__u64)-1);
+}
+
+static void prep_send(struct io_uring_sqe *sqe, const struct proact__fd *f, const void *p, size_t n)
+{
+	if (f->flags & PROACT__F_SOCKET)
+		io_uring_prep_send(sqe, f->fd, p, n, MSG_NOSIGNAL);
+	else
+		io_uring_prep_write(sqe, f->fd, p, (unsigned)n, (__u64)-1);
+}
+
+static void prep_writev(struct uring_state *s, struct io_uring_sqe *sqe, const struct proact__fd *f,
+                        const struct proact__req *r)
+{
+	const struct iovec *iov = r->buf;
+	size_t done = r->done;
+	int k = 0;
+	while (done >= iov[k].iov_len) {
+		done -= iov[k].iov_len;
+		k++;
+	}
+	if (done > 0) { /* inside a segment: finish it on its own */
+		prep_send(sqe, f, (const char *)iov[k].iov_base + done, iov[k].iov_len - done);
+		return;
+	}
+	int n = r->iovcnt - k < IOV_SLICE ? r->iovcnt - k : IOV_SLICE;
+	if (!(f->flags & PROACT__F_SOCKET)) {
+		io_uring_prep_writev(sqe, f->fd, iov + k, (unsigned)n, (__u64)-1);
+		return;
+	}
+	struct msghdr *m = &s->msgs[sqe - s->ring.sq.sqes];
+	*m = (struct msghdr){.msg_iov = (struct iovec *)(iov + k), .msg_iovlen = (size_t)n};
+	io_uring_prep_sendmsg(sqe, f->fd, m, MSG_NOSIGNAL);
+}
+
+static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, struct proact__req *r)
+{
+	struct uring_state *s = state(w);
+	struct io_uring_sqe *sqe = sqe_get(s);
+	if (!sqe)
+		return -EBUSY;
+	if (dir == PROACT__RD)
+		prep_read(sqe, f, r);
+	else if (r->op == PROACT_OP_WRITEV)
+		prep_writev(s, sqe, f, r);
+	else
+		prep_send(sqe, f, (const char *)r->buf + r->done, r->len - r->done);
+	io_uring_sqe_set_data64(sqe, pack(dir == PROACT__RD ? KIND_READ : KIND_WRITE, f));
+	return PROACT__INFLIGHT;
+}
+
+static void ur_cancel(struct proact_watcher *w, struct proact__fd *f, int dir)
+{
+	struct uring_state *s = state(w);
+	struct io_uring_sqe *sqe = sqe_get(s);
+	if (!sqe)
+		return;
+	io_uring_prep_cancel64(sqe, pack(dir == PROACT__RD ? KIND_READ : KIND_WRITE, f), 0);
+	io_uring_sqe_set_data64(sqe, (uint64_t)KIND_CANCEL << 56);
+}
+
+/* ---- completions ---- */
+
+static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uring_cqe *cqe)
+{
+	int dir = (int)(ud >> 56) == KIND_READ ? PROACT__RD : PROACT__WR;
+	struct proact__fd *f = proact__fd_lookup(w, (int)(uint32_t)ud);
+	ssize_t res = cqe->res;
+	if (!f || ((f->gen & 0xffffffu) != ((ud >> 32) & 0xffffffu)) || !f->inflight[dir])
+		return; /* cannot happen: an fd is released only once reaped */
+	struct proact__req *r = f->head[dir];
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		int32_t bid = (int32_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+		proact__pool_claim(w, bid);
+		r->buf = proact__pool_addr(&w->pool, bid);
+		r->pool = bid;
+	} else if (res == -ENOBUFS && dir == PROACT__RD && !r->buf) {
+		res = PROACT__NOPOOL;
+	}
+	if ((res == -EAGAIN || res == -EINTR) && !f->cancel[dir]) {
+		f->inflight[dir] = 0; /* nothing final happened: submit it again */
+		proact__progress(w, f, dir);
+		return;
+	}
+	if (res == -EAGAIN || res == -EINTR)
+		res = 0;
+	proact__io_done(w, f, dir, res);
+}
+
+static void reap(struct proact_watcher *w)
+{
+	struct uring_state *s = state(w);
+	struct io_uring_cqe *cqe;
+	unsigned head, seen = 0;
+	io_uring_for_each_cqe(&s->ring, head, cqe)
+	{
+		uint64_t ud = io_uring_cqe_get_data64(cqe);
+		int kind = (int)(ud >> 56);
+		seen++;
+		s->outstanding--;
+		if (kind == KIND_WAKE) {
+			s->wake_armed = false;
+			w->wake_sent = false;
+		} else if (kind == KIND_READ || kind == KIND_WRITE) {
+			if (!w->closed)
+				io_result(w, ud, cqe);
+		}
+	}
+	io_uring_cq_advance(&s->ring, seen);
+}
+
+static void arm_wakeup(struct uring_state *s)
+{
+	if (s->wake_armed)
+		return;
+	struct io_uring_sqe *sqe = sqe_get(s);
+	if (!sqe)
+		return;
+	io_uring_prep_read(sqe, s->evfd, &s->evbuf, sizeof(s->evbuf), 0);
+	io_uring_sqe_set_data64(sqe, (uint64_t)KIND_WAKE << 56);
+	s->wake_armed = true;
+}
+
+/* Blocks for at least one CQE without touching the rings' user-space state. */
+static int wait_events(struct uring_state *s, int64_t timeout_ns)
+{
+	struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000,
+	                               .tv_nsec = timeout_ns % 1000000000};
+	struct io_uring_getevents_arg arg = {
+	    .sigmask_sz = _NSIG / 8,
+	    .ts = timeout_ns < 0 ? 0 : (uint64_t)(uintptr_t)&ts,
+	};
+	int rc = io_uring_enter2((unsigned)s->ring.ring_fd, 0, 1,
+	                         IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, (sigset_t *)&arg,
+	                         sizeof(arg));
+	return rc < 0 && rc != -ETIME && rc != -EINTR ? rc : 0;
+}
+
+static int ur_poll(struct proact_watcher *w, int64_t timeout_ns)
+{
+	struct uring_state *s = state(w);
+	arm_wakeup(s);
+	int rc = io_uring_submit(&s->ring);
+	if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
+		return rc;
+	rc = 0;
+	if (timeout_ns != 0 && io_uring_cq_ready(&s->ring) == 0) {
+		w->sleeping = true;
+		proact__unlock(w);
+		rc = wait_events(s, timeout_ns);
+		proact__lock(w);
+		w->sleeping = false;
+	}
+	if (!w->closed)
+		reap(w);
+	return rc;
+}
+
+static void ur_wakeup(struct proact_watcher *w)
+{
+	uint64_t one = 1;
+	ssize_t rc = write(state(w)->evfd, &one, sizeof(one));
+	(void)rc; /* a full counter still wakes the ring's read */
+}
+
+/* Shutdown: cancel everything in the ring and reap until the kernel holds nothing. */
+static void ur_quiesce(struct proact_watcher *w)
+{
+	struct uring_state *s = state(w);
+	struct io_uring_sqe *sqe = sqe_get(s);
+	if (sqe) {
+		io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+		io_uring_sqe_set_data64(sqe, (uint64_t)KIND_CANCEL << 56);
+	}
+	while (s->outstanding > 0) {
+		struct io_uring_cqe *cqe;
+		int rc = io_uring_submit_and_wait(&s->ring, 1);
+		if (rc < 0 && rc != -EINTR)
+			break;
+		while (io_uring_peek_cqe(&s->ring, &cqe) == 0) {
+			if ((io_uring_cqe_get_data64(cqe) >> 56) == KIND_WAKE)
+				s->wake_armed = false;
+			s->outstanding--;
+			io_uring_cqe_seen(&s->ring, cqe);
+		}
+	}
+}
+
+static void ur_pool_recycle(struct proact_watcher *w, uint32_t idx)
+{
+	struct uring_state *s = state(w);
+	io_uring_buf_ring_add(s->br, proact__pool_addr(&w->pool, (int32_t)idx),
+	                      (unsigned)w->pool.size, (unsigned short)idx,
+	                      io_uring_buf_ring_mask(s->br_entries), 0);
+	io_uring_buf_ring_advance(s->br, 1);
+}
+
+const struct proact__backend proact__backend_uring = {
+    .name = "io_uring",
+    .init = ur_init,
+    .destroy = ur_destroy,
+    .fd_add = ur_fd_add,
+    .fd_remove = ur_fd_remove,
+    .io = ur_io,
+    .cancel = ur_cancel,
+    .poll = ur_poll,
+    .wakeup = ur_wakeup,
+    .quiesce = ur_quiesce,
+    .pool_recycle = ur_pool_recycle,
+};

@@ -29,7 +29,9 @@
 #define BUF_GROUP    0
 #define IOV_SLICE    1024
 
-/* user_data: fd in bits 0-31, the registration's generation in 32-55, kind above. */
+/* user_data: fd in bits 0-31, the registration's generation in 32-47, the
+   direction's op number in 48-55, the kind above: a late cancel or CQE can
+   never be taken for the op that follows it on the same fd. */
 enum { KIND_READ = 0, KIND_WRITE = 1, KIND_CANCEL = 2, KIND_WAKE = 3 };
 
 struct uring_state {
@@ -51,7 +53,9 @@ static struct uring_state *state(struct proact_watcher *w)
 
 static uint64_t pack(int kind, const struct proact__fd *f)
 {
-	return (uint64_t)kind << 56 | (uint64_t)(f->gen & 0xffffffu) << 32 | (uint32_t)f->fd;
+	uint64_t seq = kind == KIND_READ || kind == KIND_WRITE ? f->seq[kind] : 0;
+	return (uint64_t)kind << 56 | seq << 48 | (uint64_t)(f->gen & 0xffffu) << 32 |
+	       (uint32_t)f->fd;
 }
 
 /* An SQE; a full submission queue is flushed to the kernel first. */
@@ -266,6 +270,7 @@ static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 		prep_writev(s, sqe, f, r);
 	else
 		prep_send(sqe, f, (const char *)r->buf + r->done, r->len - r->done);
+	f->seq[dir]++;
 	io_uring_sqe_set_data64(sqe, pack(dir == PROACT__RD ? KIND_READ : KIND_WRITE, f));
 	return PROACT__INFLIGHT;
 }
@@ -287,7 +292,7 @@ static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uri
 	int dir = (int)(ud >> 56) == KIND_READ ? PROACT__RD : PROACT__WR;
 	struct proact__fd *f = proact__fd_lookup(w, (int)(uint32_t)ud);
 	ssize_t res = cqe->res;
-	if (!f || ((f->gen & 0xffffffu) != ((ud >> 32) & 0xffffffu)) || !f->inflight[dir])
+	if (!f || ud != pack(dir, f) || !f->inflight[dir])
 		return; /* cannot happen: an fd is released only once reaped */
 	struct proact__req *r = f->head[dir];
 	if (cqe->flags & IORING_CQE_F_BUFFER) {

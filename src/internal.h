@@ -75,6 +75,7 @@ struct proact__fd {
 	uint8_t inflight[2]; /* the backend holds the head request in the kernel */
 	uint8_t ready[2];    /* readiness backends: the last attempt did not block */
 	uint8_t cancel[2];   /* the in-flight head is being cancelled */
+	uint8_t seq[2];      /* completion backends: numbers each kernel op of a direction */
 };
 
 struct proact__heap {

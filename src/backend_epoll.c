@@ -167,8 +167,10 @@ static ssize_t ep_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 		return PROACT__WAIT;
 	}
 	/* On a stream socket a short transfer means the kernel buffer was
-	   drained (or filled): the next edge says when to go on. */
-	if (n > 0 && (size_t)n < asked && (f->flags & PROACT__F_STREAM))
+	   drained (or filled): the next edge says when to go on. Not after the
+	   peer's FIN: its edge is spent, and the next read must see the EOF. */
+	if (n > 0 && (size_t)n < asked && (f->flags & PROACT__F_STREAM) &&
+	    !(dir == PROACT__RD && (f->flags & PROACT__F_RDHUP)))
 		f->ready[dir] = 0;
 	return n;
 }
@@ -191,6 +193,8 @@ static void dispatch(struct proact_watcher *w, const struct epoll_event *ev)
 	if (!f || f->state != PROACT__FD_ACTIVE || token(f) != ev->data.u64)
 		return; /* an event of a registration that is gone */
 	uint32_t e = ev->events;
+	if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		f->flags |= PROACT__F_RDHUP;
 	if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
 		f->ready[PROACT__RD] = 1;
 		proact__progress(w, f, PROACT__RD);

@@ -60,6 +60,7 @@ enum proact__fd_state { PROACT__FD_UNUSED = 0, PROACT__FD_ACTIVE, PROACT__FD_CLO
 #define PROACT__F_DETACH   0x10 /* closing means detach, not close */
 #define PROACT__F_STREAM   0x20 /* a stream socket: a short transfer means drained */
 #define PROACT__F_SOCKET   0x40 /* a socket: use recv/send with MSG_NOSIGNAL */
+#define PROACT__F_RDHUP    0x80 /* the peer closed or failed: reads go on to EOF */
 
 /* One registered descriptor. Lives in the fd table; its address never moves. */
 struct proact__fd {

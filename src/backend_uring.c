@@ -12,6 +12,7 @@
  * events without it; other threads wake it through an eventfd the ring reads.
  */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +45,11 @@ struct uring_state {
 	size_t br_bytes;
 	unsigned br_entries;
 	struct msghdr *msgs; /* one per SQ slot: stable until submission */
+	bool poll_first;     /* NULL-buffer reads of idle fds poll before the receive */
 };
+
+/* f->ready[PROACT__RD] here: 0 idle (poll first), 1 data likely, POLLING a poll is in flight. */
+#define POLLING 2
 
 static struct uring_state *state(struct proact_watcher *w)
 {
@@ -75,9 +80,9 @@ static struct io_uring_sqe *sqe_get(struct uring_state *s)
 
 static bool ops_supported(struct io_uring *ring)
 {
-	static const int needed[] = {IORING_OP_RECV,        IORING_OP_SEND,  IORING_OP_SENDMSG,
-	                             IORING_OP_READ,        IORING_OP_WRITE, IORING_OP_WRITEV,
-	                             IORING_OP_ASYNC_CANCEL};
+	static const int needed[] = {IORING_OP_RECV,         IORING_OP_SEND,    IORING_OP_SENDMSG,
+	                             IORING_OP_READ,         IORING_OP_WRITE,   IORING_OP_WRITEV,
+	                             IORING_OP_ASYNC_CANCEL, IORING_OP_POLL_ADD};
 	struct io_uring_probe *p = io_uring_get_probe_ring(ring);
 	if (!p)
 		return false;
@@ -180,6 +185,11 @@ static int ur_init(struct proact_watcher *w)
 		ur_destroy_state(s);
 		return rc;
 	}
+	/* A pending poll costs the kernel far less memory than a pending
+	   receive (README, "Memory per idle connection"); PROACT_URING_POOL_READ=recv
+	   trades that memory for one kernel round trip less per idle read. */
+	const char *mode = getenv("PROACT_URING_POOL_READ");
+	s->poll_first = !(mode && strcmp(mode, "recv") == 0);
 	w->bstate = s;
 	return 0;
 }
@@ -193,7 +203,7 @@ static void ur_destroy(struct proact_watcher *w)
 static int ur_fd_add(struct proact_watcher *w, struct proact__fd *f)
 {
 	(void)w;
-	(void)f;
+	f->ready[PROACT__RD] = 0; /* a new connection is idle until a poll says otherwise */
 	return 0;
 }
 
@@ -264,7 +274,10 @@ static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 	struct io_uring_sqe *sqe = sqe_get(s);
 	if (!sqe)
 		return -EBUSY;
-	if (dir == PROACT__RD)
+	if (dir == PROACT__RD && !r->buf && s->poll_first && f->ready[PROACT__RD] == 0) {
+		io_uring_prep_poll_add(sqe, f->fd, POLLIN | POLLRDHUP);
+		f->ready[PROACT__RD] = POLLING;
+	} else if (dir == PROACT__RD)
 		prep_read(sqe, f, r);
 	else if (r->op == PROACT_OP_WRITEV)
 		prep_writev(s, sqe, f, r);
@@ -295,6 +308,18 @@ static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uri
 	if (!f || ud != pack(dir, f) || !f->inflight[dir])
 		return; /* cannot happen: an fd is released only once reaped */
 	struct proact__req *r = f->head[dir];
+	if (dir == PROACT__RD && f->ready[PROACT__RD] == POLLING) {
+		f->ready[PROACT__RD] = 1;
+		if (f->cancel[dir]) {
+			proact__io_done(w, f, dir, 0);
+		} else {
+			f->inflight[dir] = 0; /* data is there: now the receive */
+			proact__progress(w, f, dir);
+		}
+		return;
+	}
+	if (dir == PROACT__RD && !r->buf && (f->flags & PROACT__F_STREAM))
+		f->ready[PROACT__RD] = res != 0 && res < (ssize_t)r->len ? 0 : 1; /* drained? */
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		int32_t bid = (int32_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		proact__pool_claim(w, bid);

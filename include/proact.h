@@ -157,6 +157,8 @@ PROACT_API const char *proact_backend(const proact_watcher *w);
  * (size = bytes read), at end of stream (size 0, error 0), or on error.
  * With @buf NULL the data goes into a pool buffer, taken only when data has
  * arrived; the completion has PROACT_COMP_POOL set and buf pointing at it.
+ * @len then caps the read: 0, or anything above pool_buffer_size, means one
+ * whole pool buffer.
  * A pool buffer stays valid until the next proact_wait() call, or, if the
  * program submits a write of (part of) it on this watcher before that call,
  * until that write's completion has been delivered and proact_wait() is called
@@ -179,8 +181,8 @@ PROACT_API const char *proact_backend(const proact_watcher *w);
  * proact_watcher_destroy().
  *
  * Returns 0, or:
- *   -EINVAL     NULL w, zero @len, @len > SSIZE_MAX, FULL with NULL buf,
- *               unknown flags;
+ *   -EINVAL     NULL w, zero @len with a buffer, @len > SSIZE_MAX with a
+ *               buffer, FULL with NULL buf, unknown flags;
  *   -EBADF      @fd is negative or not open;
  *   -ENOTSUP    @fd is a regular file or directory (not pollable);
  *   -ENOBUFS    NULL buf but the watcher has no pool (PROACT_POOL_NONE), or

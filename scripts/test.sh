@@ -9,9 +9,16 @@ jobs=$(nproc 2>/dev/null || echo 2)
 run_suite() {
 	local dir=$1
 	shift
-	cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Debug "$@" >/dev/null
+	local cmake_args=() ctest_args=()
+	while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+		cmake_args+=("$1")
+		shift
+	done
+	[ $# -gt 0 ] && shift
+	ctest_args=("$@")
+	cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Debug "${cmake_args[@]}" >/dev/null
 	cmake --build "$dir" -j"$jobs"
-	ctest --test-dir "$dir" --output-on-failure -j"$jobs"
+	ctest --test-dir "$dir" --output-on-failure -j"$jobs" "${ctest_args[@]}"
 }
 
 echo "== tests (Debug) =="
@@ -19,4 +26,8 @@ run_suite build/test
 echo "== tests (ASan+UBSan) =="
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	run_suite build/asan -DPROACT_SANITIZE=ON
+echo "== threaded tests (TSan) =="
+# The threaded rule groups again under ThreadSanitizer.
+TSAN_OPTIONS=halt_on_error=1 run_suite build/tsan -DPROACT_TSAN=ON -DPROACT_EXAMPLES=OFF \
+	-- -R 'threads|shutdown|basic'
 echo "== all tests passed =="

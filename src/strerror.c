@@ -4,6 +4,7 @@
  * the C library's text.
  */
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "internal.h"
@@ -27,6 +28,8 @@
 
 const char *proact_strerror(int err)
 {
+	if (err == INT_MIN)
+		return "unknown error";
 	if (err < 0)
 		err = -err;
 #define PROACT_ERRNO_CASE(num, text)                                                               \

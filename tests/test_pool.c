@@ -1,0 +1,339 @@
+/*
+ * Checks the pool buffers of DESIGN rule 5 (and the pool errors of rule 12):
+ *   - with a small pool (4 buffers of 1 KiB), 1,000 connections each send a
+ *     distinct message larger than one buffer; NULL-buffer reads, resubmitted
+ *     after each completion, deliver every byte in order, never truncated:
+ *     no completion is larger than a pool buffer, no two completions of one
+ *     proact_wait share a buffer, no more than 4 are out at once, and the
+ *     concatenation per connection equals what was sent;
+ *   - zero-copy: a pool buffer passed to proact_write before the next
+ *     proact_wait stays intact while the write is held back and other reads
+ *     cycle the rest of the pool; the peer gets it back byte-exact;
+ *   - a write of a pool buffer that was already released returns -EINVAL;
+ *   - with PROACT_POOL_NONE, a NULL-buffer read returns -ENOBUFS.
+ */
+#include "common.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define TIMEOUT_MS 30000
+
+/* ---------------------------------------------------------------------- */
+
+#define NCONN     1000
+#define POOL_N    4
+#define POOL_SIZE 1024
+
+struct conn {
+	int s, peer;
+	size_t len; /* message length */
+	size_t got; /* bytes received */
+	uint8_t *rx;
+	int eof;
+};
+
+static size_t msg_len(int i)
+{
+	return POOL_SIZE + 1 + (size_t)(((unsigned)i * 7919u) % 3000u);
+}
+
+static void test_pool_many_connections(void **state)
+{
+	(void)state;
+	int fd0 = t_fd_count();
+	struct proact_options o = {.pool_buffer_count = POOL_N, .pool_buffer_size = POOL_SIZE};
+	proact_watcher *w = t_watcher(&o);
+	struct conn *cs = calloc(NCONN, sizeof(*cs));
+	assert_non_null(cs);
+
+	uint8_t msg[POOL_SIZE + 3001];
+	for (int i = 0; i < NCONN; i++) {
+		int fds[2];
+		t_unix_pair(fds);
+		cs[i].s = fds[0];
+		cs[i].peer = fds[1];
+		cs[i].len = msg_len(i);
+		cs[i].rx = malloc(cs[i].len);
+		assert_non_null(cs[i].rx);
+		t_fill(msg, cs[i].len, 1000u + (uint32_t)i, 0);
+		t_write_all(cs[i].peer, msg, cs[i].len);
+		assert_int_equal(shutdown(cs[i].peer, SHUT_WR), 0);
+	}
+	/* A read len larger than a pool buffer: the pool buffer bounds it. */
+	for (int i = 0; i < NCONN; i++)
+		assert_int_equal(proact_read(w, cs[i].s, NULL, 4 * POOL_SIZE, &cs[i]), 0);
+
+	struct proact_completion c[64];
+	int eofs = 0, batches = 0;
+	int bad_err = 0, bad_flags = 0, bad_size = 0, overflow = 0, alias = 0, too_many = 0;
+	int resubmit_rc = 0;
+	uint64_t end = proact_deadline_in(TIMEOUT_MS);
+	while (eofs < NCONN && proact_now() < end) {
+		int n = proact_wait(w, c, 64, 100);
+		if (n < 0)
+			fail_msg("proact_wait: %s", proact_strerror(n));
+		batches += n > 0;
+		int held = 0;
+		for (int j = 0; j < n; j++) {
+			struct conn *k = c[j].ctx;
+			if (c[j].error != 0 || c[j].op != PROACT_OP_READ || c[j].fd != k->s) {
+				bad_err++;
+				continue;
+			}
+			if (c[j].size == 0) {
+				k->eof = 1;
+				eofs++;
+				continue;
+			}
+			if (!(c[j].flags & PROACT_COMP_POOL) || c[j].buf == NULL) {
+				bad_flags++;
+				continue;
+			}
+			if (c[j].size > POOL_SIZE)
+				bad_size++;
+			for (int m = 0; m < j; m++)
+				if (c[m].size > 0 && c[m].buf == c[j].buf)
+					alias++;
+			held++;
+			if (k->got + c[j].size > k->len) {
+				overflow++;
+			} else {
+				memcpy(k->rx + k->got, c[j].buf, c[j].size);
+				k->got += c[j].size;
+			}
+			int rc = proact_read(w, k->s, NULL, 4 * POOL_SIZE, k);
+			if (rc != 0 && resubmit_rc == 0)
+				resubmit_rc = rc;
+		}
+		if (held > POOL_N)
+			too_many++;
+		if (resubmit_rc)
+			break;
+	}
+	assert_int_equal(resubmit_rc, 0);
+	assert_int_equal(bad_err, 0);
+	assert_int_equal(bad_flags, 0);
+	assert_int_equal(bad_size, 0);
+	assert_int_equal(overflow, 0);
+	assert_int_equal(alias, 0);
+	assert_int_equal(too_many, 0);
+	if (eofs != NCONN) {
+		size_t want = 0, got = 0;
+		for (int i = 0; i < NCONN; i++) {
+			want += cs[i].len;
+			got += cs[i].got;
+		}
+		fail_msg("%d of %d connections saw EOF; %zu of %zu bytes arrived", eofs, NCONN,
+			 got, want);
+	}
+	assert_true(batches > 0);
+	for (int i = 0; i < NCONN; i++) {
+		assert_true(cs[i].eof);
+		if (cs[i].got != cs[i].len)
+			fail_msg("conn %d: got %zu of %zu bytes", i, cs[i].got, cs[i].len);
+		long b = t_check(cs[i].rx, cs[i].len, 1000u + (uint32_t)i, 0);
+		if (b >= 0)
+			fail_msg("conn %d: byte %ld differs", i, b);
+	}
+
+	proact_watcher_destroy(w);
+	for (int i = 0; i < NCONN; i++) {
+		close(cs[i].peer);
+		free(cs[i].rx);
+	}
+	free(cs);
+	assert_int_equal(t_fd_count(), fd0);
+}
+
+/* ---------------------------------------------------------------------- */
+
+static void test_pool_zero_copy_write(void **state)
+{
+	(void)state;
+	int fd0 = t_fd_count();
+	struct proact_options o = {.pool_buffer_count = 2, .pool_buffer_size = 1024};
+	proact_watcher *w = t_watcher(&o);
+	int a[2], b[2];
+	t_unix_pair(a);
+	t_unix_pair(b);
+	int sa = a[0], pa = a[1], sb = b[0], pb = b[1];
+	struct proact_completion c[8];
+
+	/* A write that cannot complete while the peer does not read: the echo
+	   of the pool buffer queues behind it. */
+	enum { JUNK = 1 << 20 };
+	uint8_t *junk = malloc(JUNK);
+	assert_non_null(junk);
+	t_fill(junk, JUNK, 90, 0);
+	assert_int_equal(proact_write(w, sa, junk, JUNK, (void *)'J'), 0);
+
+	uint8_t msg[1000];
+	t_fill(msg, sizeof(msg), 91, 0);
+	t_write_all(pa, msg, sizeof(msg));
+	assert_int_equal(proact_read(w, sa, NULL, 1024, (void *)'R'), 0);
+	assert_int_equal(t_collect(w, c, 1, 5000), 1);
+	assert_ptr_equal(c[0].ctx, (void *)'R');
+	assert_int_equal(c[0].error, 0);
+	assert_true(c[0].flags & PROACT_COMP_POOL);
+	assert_true(c[0].size >= 1 && c[0].size <= sizeof(msg));
+	uint8_t *p = c[0].buf;
+	size_t n = c[0].size;
+	uint8_t copy[1024];
+	memcpy(copy, p, n);
+	assert_memory_equal(copy, msg, n);
+	/* Zero-copy echo, before the next proact_wait. */
+	assert_int_equal(proact_write(w, sa, p, n, (void *)'E'), 0);
+
+	/* Meanwhile another connection cycles the rest of the pool. */
+	enum { BTOTAL = 64 * 1024 };
+	static uint8_t bdata[BTOTAL], brx[BTOTAL];
+	t_fill(bdata, BTOTAL, 92, 0);
+	t_write_all(pb, bdata, BTOTAL);
+	size_t bgot = 0;
+	int early = 0;
+	for (int i = 0; i < 1000 && bgot < BTOTAL; i++) {
+		assert_int_equal(proact_read(w, sb, NULL, 1024, (void *)'B'), 0);
+		int got = t_collect(w, c, 1, 5000);
+		assert_int_equal(got, 1);
+		if (c[0].ctx != (void *)'B') { /* the A writes must not be done */
+			early++;
+			break;
+		}
+		assert_int_equal(c[0].error, 0);
+		assert_true(c[0].flags & PROACT_COMP_POOL);
+		assert_true(c[0].size >= 1 && c[0].size <= 1024 && bgot + c[0].size <= BTOTAL);
+		assert_ptr_not_equal(c[0].buf, p); /* p is still held by the write */
+		memcpy(brx + bgot, c[0].buf, c[0].size);
+		bgot += c[0].size;
+	}
+	assert_int_equal(early, 0);
+	assert_int_equal(bgot, BTOTAL);
+	assert_memory_equal(brx, bdata, BTOTAL);
+	/* The held buffer was not reused. */
+	assert_memory_equal(p, copy, n);
+
+	/* Now the peer of A reads: the junk, then the echo. */
+	uint8_t *rx = malloc(JUNK + n);
+	assert_non_null(rx);
+	size_t rgot = 0;
+	int nj = 0, ne = 0, bad = 0;
+	uint64_t end = proact_deadline_in(TIMEOUT_MS);
+	while ((rgot < JUNK + n || nj + ne < 2) && proact_now() < end) {
+		if (rgot < JUNK + n) {
+			ssize_t k = recv(pa, rx + rgot, JUNK + n - rgot, MSG_DONTWAIT);
+			if (k > 0)
+				rgot += (size_t)k;
+			else if (k == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+				break;
+		}
+		int m = proact_wait(w, c, 8, 1);
+		assert_true(m >= 0);
+		for (int j = 0; j < m; j++) {
+			if (c[j].ctx == (void *)'J' && c[j].size == JUNK && c[j].error == 0) {
+				nj++;
+			} else if (c[j].ctx == (void *)'E' && c[j].size == n && c[j].error == 0 &&
+			           c[j].buf == p && c[j].op == PROACT_OP_WRITE && nj == 1) {
+				ne++;
+			} else {
+				bad++;
+			}
+		}
+	}
+	assert_int_equal(bad, 0);
+	assert_int_equal(nj, 1);
+	assert_int_equal(ne, 1);
+	assert_int_equal(rgot, JUNK + n);
+	assert_memory_equal(rx, junk, JUNK);
+	assert_memory_equal(rx + JUNK, copy, n);
+
+	proact_watcher_destroy(w);
+	close(pa);
+	close(pb);
+	free(junk);
+	free(rx);
+	assert_int_equal(t_fd_count(), fd0);
+}
+
+/* ---------------------------------------------------------------------- */
+
+static void test_pool_released_buffer_write(void **state)
+{
+	(void)state;
+	int fd0 = t_fd_count();
+	struct proact_options o = {.pool_buffer_count = 4, .pool_buffer_size = 1024};
+	proact_watcher *w = t_watcher(&o);
+	int fds[2];
+	t_unix_pair(fds);
+	int s = fds[0], peer = fds[1];
+	struct proact_completion c[4];
+
+	t_write_all(peer, "pool buffer", 11);
+	assert_int_equal(proact_read(w, s, NULL, 1024, NULL), 0);
+	assert_int_equal(t_collect(w, c, 1, 5000), 1);
+	assert_true(c[0].flags & PROACT_COMP_POOL);
+	assert_int_equal(c[0].size, 11);
+	uint8_t *p = c[0].buf;
+
+	/* The next proact_wait releases it. */
+	assert_int_equal(proact_wait(w, c, 4, 0), 0);
+	assert_int_equal(proact_write(w, s, p, 11, NULL), -EINVAL);
+	assert_int_equal(proact_write(w, s, p + 3, 4, NULL), -EINVAL);
+	struct iovec iov = {p, 11};
+	assert_int_equal(proact_writev(w, s, &iov, 1, NULL), -EINVAL);
+	assert_int_equal(t_collect(w, c, 1, 50), 0);
+	/* Nothing was sent. */
+	char x;
+	assert_int_equal(recv(peer, &x, 1, MSG_DONTWAIT), -1);
+
+	proact_watcher_destroy(w);
+	close(peer);
+	assert_int_equal(t_fd_count(), fd0);
+}
+
+static void test_pool_none(void **state)
+{
+	(void)state;
+	int fd0 = t_fd_count();
+	struct proact_options o = {.pool_buffer_count = PROACT_POOL_NONE};
+	proact_watcher *w = t_watcher(&o);
+	int fds[2];
+	t_unix_pair(fds);
+	int s = fds[0], peer = fds[1];
+	struct proact_completion c[4];
+
+	t_write_all(peer, "x", 1);
+	assert_int_equal(proact_read(w, s, NULL, 1024, NULL), -ENOBUFS);
+	assert_int_equal(proact_read_deadline(w, s, NULL, 1024, 0, proact_deadline_in(1000), NULL),
+	                 -ENOBUFS);
+	struct proact_request q = {.fd = s, .op = PROACT_OP_READ, .buf = NULL, .len = 1024};
+	assert_int_equal(proact_submit(w, &q, 1), -ENOBUFS);
+	assert_int_equal(t_collect(w, c, 1, 50), 0);
+
+	/* User buffers still work, and the byte was not lost. */
+	char b;
+	assert_int_equal(proact_read(w, s, &b, 1, (void *)1), 0);
+	assert_int_equal(t_collect(w, c, 1, 5000), 1);
+	assert_int_equal(c[0].error, 0);
+	assert_int_equal(c[0].size, 1);
+	assert_int_equal(b, 'x');
+
+	proact_watcher_destroy(w);
+	close(peer);
+	assert_int_equal(t_fd_count(), fd0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_pool_many_connections),
+	    cmocka_unit_test(test_pool_zero_copy_write),
+	    cmocka_unit_test(test_pool_released_buffer_write),
+	    cmocka_unit_test(test_pool_none),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

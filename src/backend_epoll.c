@@ -97,15 +97,12 @@ static ssize_t sys_write(const struct proact__fd *f, const void *buf, size_t len
 	return write(f->fd, buf, len);
 }
 
-/* Writes the part of an iov array not yet sent, from byte `done` on. */
-static ssize_t sys_writev(const struct proact__fd *f, const struct iovec *iov, int cnt, size_t done,
-                          size_t *asked)
+/* Writes the part of a WRITEV not yet sent. */
+static ssize_t sys_writev(const struct proact__fd *f, const struct proact__req *r, size_t *asked)
 {
-	int k = 0;
-	while (done >= iov[k].iov_len) {
-		done -= iov[k].iov_len;
-		k++;
-	}
+	const struct iovec *iov = r->buf;
+	size_t done;
+	int k = proact__iov_resume(r, &done), cnt = r->iovcnt;
 	if (done > 0) { /* inside a segment: finish it on its own */
 		*asked = iov[k].iov_len - done;
 		return sys_write(f, (const char *)iov[k].iov_base + done, *asked);
@@ -153,7 +150,7 @@ static ssize_t ep_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 		if (dir == PROACT__RD)
 			n = do_read(w, f, r, &asked);
 		else if (r->op == PROACT_OP_WRITEV)
-			n = sys_writev(f, r->buf, r->iovcnt, r->done, &asked);
+			n = sys_writev(f, r, &asked);
 		else
 			n = sys_write(f, (const char *)r->buf + r->done,
 			              (asked = r->len - r->done));

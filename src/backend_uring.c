@@ -248,12 +248,8 @@ static void prep_writev(struct uring_state *s, struct io_uring_sqe *sqe, const s
                         const struct proact__req *r)
 {
 	const struct iovec *iov = r->buf;
-	size_t done = r->done;
-	int k = 0;
-	while (done >= iov[k].iov_len) {
-		done -= iov[k].iov_len;
-		k++;
-	}
+	size_t done;
+	int k = proact__iov_resume(r, &done);
 	if (done > 0) { /* inside a segment: finish it on its own */
 		prep_send(sqe, f, (const char *)iov[k].iov_base + done, iov[k].iov_len - done);
 		return;

@@ -179,6 +179,7 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 int proact__validate(const struct proact_watcher *w, const struct proact_request *q);
 int proact__close_fd(struct proact_watcher *w, int fd, void *ctx, bool detach);
 void proact__release_held(struct proact_watcher *w);
+int proact__iov_resume(const struct proact__req *r, size_t *offset);
 int proact__deliver(struct proact_watcher *w, struct proact_completion *out, int max);
 void proact__drop_all(struct proact_watcher *w);
 

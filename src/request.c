@@ -507,6 +507,20 @@ int proact__validate(const struct proact_watcher *w, const struct proact_request
 	return 0;
 }
 
+/* Where a WRITEV goes on: the first segment not fully sent, and how much of it was. */
+int proact__iov_resume(const struct proact__req *r, size_t *offset)
+{
+	const struct iovec *iov = r->buf;
+	size_t done = r->done;
+	int k = 0;
+	while (done >= iov[k].iov_len) {
+		done -= iov[k].iov_len;
+		k++;
+	}
+	*offset = done;
+	return k;
+}
+
 /* Takes a reference on each pool buffer a write sends; -EINVAL if one is free. */
 static int hold_pool(struct proact_watcher *w, struct proact__req *r)
 {

@@ -228,9 +228,9 @@ static void run_echo(int use_pool)
 	assert_int_equal(st.bad_flags, 0);
 	if (!finished)
 		fail_msg("echo unfinished: eofs %d, reads pending %d, writes pending %d, read %zu, "
-			 "written %zu, client sent %zu, got back %zu",
-			 st.eofs, pending_reads, pending_writes, st.read_bytes, st.written_bytes,
-			 cl.sent, atomic_load(&cl.recvd));
+		         "written %zu, client sent %zu, got back %zu",
+		         st.eofs, pending_reads, pending_writes, st.read_bytes, st.written_bytes,
+		         cl.sent, atomic_load(&cl.recvd));
 	assert_int_equal(cl.werr, 0);
 	assert_int_equal(cl.sent, TOTAL);
 	assert_int_equal(st.read_bytes, TOTAL);

@@ -9,7 +9,11 @@
  *   - zero-copy: a pool buffer passed to proact_write before the next
  *     proact_wait stays intact while the write is held back and other reads
  *     cycle the rest of the pool; the peer gets it back byte-exact;
- *   - a write of a pool buffer that was already released returns -EINVAL;
+ *   - the same by writev, with user segments and the pool buffer split in
+ *     two segments;
+ *   - a write of a pool buffer that was already released (by the following
+ *     proact_wait, or after the write that held it) returns -EINVAL and
+ *     sends nothing;
  *   - with PROACT_POOL_NONE, a NULL-buffer read returns -ENOBUFS.
  */
 #include "common.h"
@@ -128,8 +132,8 @@ static void test_pool_many_connections(void **state)
 			want += cs[i].len;
 			got += cs[i].got;
 		}
-		fail_msg("%d of %d connections saw EOF; %zu of %zu bytes arrived", eofs, NCONN,
-			 got, want);
+		fail_msg("%d of %d connections saw EOF; %zu of %zu bytes arrived", eofs, NCONN, got,
+		         want);
 	}
 	assert_true(batches > 0);
 	for (int i = 0; i < NCONN; i++) {
@@ -152,9 +156,10 @@ static void test_pool_many_connections(void **state)
 
 /* ---------------------------------------------------------------------- */
 
-static void test_pool_zero_copy_write(void **state)
+/* The echo of a pool buffer, by write or by writev (with user segments and
+   the pool buffer split in two segments around them). */
+static void zero_copy(int use_writev)
 {
-	(void)state;
 	int fd0 = t_fd_count();
 	struct proact_options o = {.pool_buffer_count = 2, .pool_buffer_size = 1024};
 	proact_watcher *w = t_watcher(&o);
@@ -187,7 +192,24 @@ static void test_pool_zero_copy_write(void **state)
 	memcpy(copy, p, n);
 	assert_memory_equal(copy, msg, n);
 	/* Zero-copy echo, before the next proact_wait. */
-	assert_int_equal(proact_write(w, sa, p, n, (void *)'E'), 0);
+	uint8_t expect[1024 + 5];
+	size_t elen = 0, h = n / 2;
+	struct iovec iov[5] = {
+	    {"<<", 2}, {p, h}, {"|", 1}, {p + h, n - h}, {">>", 2},
+	};
+	if (use_writev) {
+		memcpy(expect, "<<", 2);
+		memcpy(expect + 2, copy, h);
+		expect[2 + h] = '|';
+		memcpy(expect + 3 + h, copy + h, n - h);
+		memcpy(expect + 3 + n, ">>", 2);
+		elen = n + 5;
+		assert_int_equal(proact_writev(w, sa, iov, 5, (void *)'E'), 0);
+	} else {
+		memcpy(expect, copy, n);
+		elen = n;
+		assert_int_equal(proact_write(w, sa, p, n, (void *)'E'), 0);
+	}
 
 	/* Meanwhile another connection cycles the rest of the pool. */
 	enum { BTOTAL = 64 * 1024 };
@@ -218,14 +240,14 @@ static void test_pool_zero_copy_write(void **state)
 	assert_memory_equal(p, copy, n);
 
 	/* Now the peer of A reads: the junk, then the echo. */
-	uint8_t *rx = malloc(JUNK + n);
+	uint8_t *rx = malloc(JUNK + elen);
 	assert_non_null(rx);
 	size_t rgot = 0;
 	int nj = 0, ne = 0, bad = 0;
 	uint64_t end = proact_deadline_in(TIMEOUT_MS);
-	while ((rgot < JUNK + n || nj + ne < 2) && proact_now() < end) {
-		if (rgot < JUNK + n) {
-			ssize_t k = recv(pa, rx + rgot, JUNK + n - rgot, MSG_DONTWAIT);
+	while ((rgot < JUNK + elen || nj + ne < 2) && proact_now() < end) {
+		if (rgot < JUNK + elen) {
+			ssize_t k = recv(pa, rx + rgot, JUNK + elen - rgot, MSG_DONTWAIT);
 			if (k > 0)
 				rgot += (size_t)k;
 			else if (k == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
@@ -236,8 +258,10 @@ static void test_pool_zero_copy_write(void **state)
 		for (int j = 0; j < m; j++) {
 			if (c[j].ctx == (void *)'J' && c[j].size == JUNK && c[j].error == 0) {
 				nj++;
-			} else if (c[j].ctx == (void *)'E' && c[j].size == n && c[j].error == 0 &&
-			           c[j].buf == p && c[j].op == PROACT_OP_WRITE && nj == 1) {
+			} else if (c[j].ctx == (void *)'E' && c[j].size == elen &&
+			           c[j].error == 0 && nj == 1 &&
+			           c[j].buf == (use_writev ? (void *)iov : (void *)p) &&
+			           c[j].op == (use_writev ? PROACT_OP_WRITEV : PROACT_OP_WRITE)) {
 				ne++;
 			} else {
 				bad++;
@@ -247,9 +271,9 @@ static void test_pool_zero_copy_write(void **state)
 	assert_int_equal(bad, 0);
 	assert_int_equal(nj, 1);
 	assert_int_equal(ne, 1);
-	assert_int_equal(rgot, JUNK + n);
+	assert_int_equal(rgot, JUNK + elen);
 	assert_memory_equal(rx, junk, JUNK);
-	assert_memory_equal(rx + JUNK, copy, n);
+	assert_memory_equal(rx + JUNK, expect, elen);
 
 	proact_watcher_destroy(w);
 	close(pa);
@@ -257,6 +281,18 @@ static void test_pool_zero_copy_write(void **state)
 	free(junk);
 	free(rx);
 	assert_int_equal(t_fd_count(), fd0);
+}
+
+static void test_pool_zero_copy_write(void **state)
+{
+	(void)state;
+	zero_copy(0);
+}
+
+static void test_pool_zero_copy_writev(void **state)
+{
+	(void)state;
+	zero_copy(1);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -286,8 +322,33 @@ static void test_pool_released_buffer_write(void **state)
 	struct iovec iov = {p, 11};
 	assert_int_equal(proact_writev(w, s, &iov, 1, NULL), -EINVAL);
 	assert_int_equal(t_collect(w, c, 1, 50), 0);
+	/* A writev whose later segment is the released buffer: refused whole. */
+	struct iovec mixed[2] = {{"ok", 2}, {p, 11}};
+	assert_int_equal(proact_writev(w, s, mixed, 2, NULL), -EINVAL);
+	assert_int_equal(t_collect(w, c, 1, 50), 0);
 	/* Nothing was sent. */
 	char x;
+	assert_int_equal(recv(peer, &x, 1, MSG_DONTWAIT), -1);
+
+	/* Held by a write, then released after that write's completion was
+	   delivered and proact_wait was called once more. */
+	t_write_all(peer, "second", 6);
+	assert_int_equal(proact_read(w, s, NULL, 1024, NULL), 0);
+	assert_int_equal(t_collect(w, c, 1, 5000), 1);
+	assert_true(c[0].flags & PROACT_COMP_POOL);
+	assert_int_equal(c[0].size, 6);
+	p = c[0].buf;
+	assert_int_equal(proact_write(w, s, p, 6, (void *)'W'), 0);
+	assert_int_equal(t_collect(w, c, 1, 5000), 1);
+	assert_ptr_equal(c[0].ctx, (void *)'W');
+	assert_int_equal(c[0].error, 0);
+	assert_int_equal(c[0].size, 6);
+	char back[6];
+	t_read_all(peer, back, 6);
+	assert_memory_equal(back, "second", 6);
+	assert_int_equal(proact_wait(w, c, 4, 0), 0);
+	assert_int_equal(proact_write(w, s, p, 6, NULL), -EINVAL);
+	assert_int_equal(t_collect(w, c, 1, 50), 0);
 	assert_int_equal(recv(peer, &x, 1, MSG_DONTWAIT), -1);
 
 	proact_watcher_destroy(w);
@@ -332,6 +393,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_pool_many_connections),
 	    cmocka_unit_test(test_pool_zero_copy_write),
+	    cmocka_unit_test(test_pool_zero_copy_writev),
 	    cmocka_unit_test(test_pool_released_buffer_write),
 	    cmocka_unit_test(test_pool_none),
 	};

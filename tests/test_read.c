@@ -8,7 +8,8 @@
  *   - a FULL read fed in many small segments completes once, with every byte;
  *   - a FULL read that ends at EOF or at its deadline reports the true total
  *     read so far (error 0, resp. ETIMEDOUT), not the size of the last chunk;
- *   - a NULL-buffer read gets a pool buffer (PROACT_COMP_POOL) and the bytes.
+ *   - a NULL-buffer read gets a pool buffer (PROACT_COMP_POOL) and the bytes,
+ *     at most len of them (len 0: a whole pool buffer).
  */
 #include "common.h"
 
@@ -409,6 +410,23 @@ static void test_read_pool(void **state)
 	}
 	assert_int_equal(total, sizeof(data));
 	assert_memory_equal(got, data, sizeof(data));
+
+	/* len caps a NULL-buffer read; 0 means a whole pool buffer. */
+	t_write_all(peer, data, 100);
+	assert_int_equal(proact_read(w, s, NULL, 10, (void *)10), 0);
+	assert_int_equal(t_collect(w, c, 1, TIMEOUT_MS), 1);
+	assert_int_equal(c[0].error, 0);
+	assert_true(c[0].flags & PROACT_COMP_POOL);
+	assert_true(c[0].size >= 1 && c[0].size <= 10);
+	memcpy(got, c[0].buf, c[0].size);
+	total = c[0].size;
+	assert_int_equal(proact_read(w, s, NULL, 0, (void *)11), 0);
+	assert_int_equal(t_collect(w, c, 1, TIMEOUT_MS), 1);
+	assert_int_equal(c[0].error, 0);
+	assert_true(c[0].flags & PROACT_COMP_POOL);
+	assert_int_equal(total + c[0].size, 100); /* all there: one buffer takes it */
+	memcpy(got + total, c[0].buf, c[0].size);
+	assert_memory_equal(got, data, 100);
 
 	/* EOF on a NULL-buffer read: size 0, error 0. */
 	assert_int_equal(shutdown(peer, SHUT_WR), 0);

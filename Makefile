@@ -1,12 +1,25 @@
-# The two commands of the README: `make demo` and `make test`.
-.PHONY: demo test build clean
-demo:
-	bash scripts/demo.sh
+# The README's two commands, `make demo` and `make test`, and two helpers.
+#   make build   install missing dependencies, Release build into $(BUILD_DIR)
+#   make test    the whole test suite (scripts/test.sh)
+#   make demo    echo load and idle-memory demo (scripts/demo.sh)
+#   make clean   remove every build tree
+BUILD_DIR ?= build/release
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all build test demo clean
+
+all: build
+
+build:
+	sh scripts/deps.sh
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD_DIR) -j$(JOBS)
+
 test:
 	bash scripts/test.sh
-build:
-	bash scripts/deps.sh
-	cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
-	cmake --build build/release -j
+
+demo:
+	BUILD_DIR=$(BUILD_DIR) bash scripts/demo.sh
+
 clean:
-	rm -rf build
+	rm -rf build $(BUILD_DIR)

@@ -1,0 +1,386 @@
+#!/usr/bin/env bash
+# run.sh - every performance claim of proact from one command.
+#
+#   bash bench/run.sh            full run: 5 runs per server, every scenario
+#   bash bench/run.sh --quick    one run, smaller sizes (under 2 minutes)
+#
+# Options (after --quick or alone):
+#   --runs N          runs per server and scenario (default 5, quick 1)
+#   --scenarios LIST  comma-separated subset of:
+#                     echo,conn,pingpong,idle,push,callgrind
+#   --servers LIST    comma-separated subset of:
+#                     proact-epoll,proact-uring,epoll,uring,libuv,libevent
+#
+# Builds Release with -DPROACT_BENCH=ON into build/bench, then runs each
+# scenario against every server, alternating servers run by run (A B C A B C
+# ...) so that slow drifts of this shared machine spread over all of them.
+# Each run gets a fresh server on a fresh port. Results go to
+# bench/results/<quick|full>/: raw.csv (every figure of every run),
+# summary.csv and summary.md (medians, min..max, ratio to raw epoll) and one
+# SVG bar chart per scenario. Nothing here asserts timing.
+#
+# Every load is bounded (loadgen --timeout, plus `timeout` around it) and
+# every process started here is killed on exit, also on failure or Ctrl-C.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ARGS="$*"
+MODE=full
+RUNS=""
+SCENARIOS="echo,conn,pingpong,idle,push,callgrind"
+SERVERS="proact-epoll,proact-uring,epoll,uring,libuv,libevent"
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) MODE=quick ;;
+	--runs) RUNS=$2; shift ;;
+	--scenarios) SCENARIOS=$2; shift ;;
+	--servers) SERVERS=$2; shift ;;
+	*) echo "usage: bash bench/run.sh [--quick] [--runs N] [--scenarios LIST] [--servers LIST]" >&2
+	   exit 2 ;;
+	esac
+	shift
+done
+
+if [ "$MODE" = quick ]; then
+	RUNS=${RUNS:-1}
+	ECHO_SECS=1         # echo-64k seconds per run (after 0.2 s warm-up)
+	CONN_SIZES="1024 4096 8192 16384"
+	PP_CONNS="1000"     # ping-pong connection counts
+	PP_SECS=1
+	IDLE_CONNS="1000 10000"
+	PUSHES=3
+	CG_ROUNDS="500 2500" # callgrind: two lengths, the difference is per round trip
+else
+	RUNS=${RUNS:-5}
+	ECHO_SECS=3
+	CONN_SIZES="1024 2048 4096 8192 16384"
+	PP_CONNS="1000 10000"
+	PP_SECS=3
+	IDLE_CONNS="1000 10000 19000"
+	PUSHES=5
+	CG_ROUNDS="2000 22000"
+fi
+
+BUILD=$ROOT/build/bench
+BIN=$BUILD/bench
+OUT=$ROOT/bench/results/$MODE
+TMP=$(mktemp -d /tmp/proact-bench.XXXXXX)
+PIDS=()
+
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+	sleep 0.2
+	for p in "${PIDS[@]}"; do
+		kill -KILL "$p" 2>/dev/null || true
+	done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Only processes still running are on PIDS: a pid that was waited for may
+# belong to someone else by the time the trap runs.
+forget() {
+	local p keep=()
+	for p in "${PIDS[@]}"; do
+		[ "$p" = "$1" ] || keep+=("$p")
+	done
+	PIDS=("${keep[@]}")
+}
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ---- dependencies and build ------------------------------------------------
+
+install_deps() {
+	local missing="" p
+	command -v dpkg >/dev/null 2>&1 || return 0
+	for p in cmake pkg-config gcc liburing-dev libuv1-dev libevent-dev valgrind python3; do
+		dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' ||
+			missing="$missing $p"
+	done
+	[ -z "$missing" ] && return 0
+	local sudo=""
+	[ "$(id -u)" -ne 0 ] && sudo=sudo
+	log "installing:$missing"
+	$sudo apt-get update -qq
+	# shellcheck disable=SC2086
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
+}
+
+install_deps
+log "building Release into build/bench"
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DPROACT_BENCH=ON \
+	-DPROACT_TESTS=OFF -DPROACT_EXAMPLES=OFF >"$TMP/cmake.log" 2>&1 ||
+	{ cat "$TMP/cmake.log" >&2; exit 1; }
+cmake --build "$BUILD" -j"$(nproc)" >"$TMP/build.log" 2>&1 ||
+	{ cat "$TMP/build.log" >&2; exit 1; }
+
+server_cmd() {
+	case $1 in
+	proact-epoll) echo "$BIN/proact_echo --backend epoll" ;;
+	proact-uring) echo "$BIN/proact_echo --backend io_uring" ;;
+	epoll) echo "$BIN/epoll_echo" ;;
+	uring) echo "$BIN/uring_echo" ;;
+	libuv) echo "$BIN/uv_echo" ;;
+	libevent) echo "$BIN/event_echo" ;;
+	*) return 1 ;;
+	esac
+}
+
+# ---- servers ---------------------------------------------------------------
+
+SPID=""
+PORT=""
+# start_server NAME [extra args...]; WRAP (e.g. valgrind) is prepended.
+start_server() {
+	local name=$1
+	shift
+	local cmd
+	cmd=$(server_cmd "$name")
+	# shellcheck disable=SC2086
+	${WRAP:-} $cmd --port 0 "$@" >"$TMP/server.out" 2>"$TMP/server.err" &
+	SPID=$!
+	PIDS+=("$SPID")
+	for _ in $(seq 300); do
+		# Only a whole line: a read can see the server's write half done.
+		if grep -q '^listening on' "$TMP/server.out" 2>/dev/null &&
+			[ -z "$(tail -c 1 "$TMP/server.out")" ]; then
+			PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$TMP/server.out")
+			[ -n "$PORT" ] && [ "$PORT" != 0 ] && return 0
+			log "server $name: bad listening line: $(head -c 200 "$TMP/server.out")"
+			break
+		fi
+		kill -0 "$SPID" 2>/dev/null || break
+		sleep 0.05
+	done
+	log "server $name did not start: $(tail -2 "$TMP/server.err" | tr '\n' ' ')"
+	stop_server
+	return 1
+}
+
+stop_server() {
+	[ -n "$SPID" ] || return 0
+	kill -TERM "$SPID" 2>/dev/null || true
+	for _ in $(seq 200); do
+		kill -0 "$SPID" 2>/dev/null || break
+		sleep 0.05
+	done
+	kill -KILL "$SPID" 2>/dev/null || true
+	wait "$SPID" 2>/dev/null || true
+	forget "$SPID"
+	SPID=""
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+now_s() { date +%s.%N; }
+kib() { awk -v k="$1" '$1 == k":" {print $2}' "$2"; }
+CLK=$(getconf CLK_TCK)
+
+RAW=$TMP/raw.csv
+echo "scenario,server,run,metric,value" >"$RAW"
+FAILURES=0
+record() { echo "$1,$2,$3,$4,$5" >>"$RAW"; }
+
+# load SCENARIO SERVER RUN LIMIT_S loadgen-args...: one loadgen run against the
+# running server; records every number of its result line and the server's
+# CPU use (cores) during it.
+load() {
+	local sc=$1 srv=$2 run=$3 limit=$4
+	shift 4
+	local c0 t0 c1 t1
+	c0=$(cpu_ticks "$SPID")
+	t0=$(now_s)
+	if ! timeout "$limit" "$BIN/loadgen" --port "$PORT" --timeout "$limit" "$@" \
+		>"$TMP/load.out" 2>"$TMP/load.err"; then
+		log "FAILED: $sc $srv run $run: $(head -3 "$TMP/load.err" | tr '\n' ' ')"
+		FAILURES=$((FAILURES + 1))
+		return 1
+	fi
+	c1=$(cpu_ticks "$SPID")
+	t1=$(now_s)
+	local kv kvs
+	read -r -a kvs < <(grep '^result' "$TMP/load.out")
+	for kv in "${kvs[@]}"; do
+		case $kv in
+		*=*) [[ ${kv#*=} =~ ^[0-9.]+$ ]] && record "$sc" "$srv" "$run" "${kv%%=*}" "${kv#*=}" ;;
+		esac
+	done
+	record "$sc" "$srv" "$run" server_cpu \
+		"$(awk -v d=$((c1 - c0)) -v k="$CLK" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", d / k / (b - a)}')"
+	return 0
+}
+
+IFS=, read -r -a SRV_LIST <<<"$SERVERS"
+# Keep only servers that were built and start here (io_uring may be refused).
+AVAILABLE=()
+for s in "${SRV_LIST[@]}"; do
+	cmd=$(server_cmd "$s") || { log "unknown server $s"; exit 2; }
+	if [ ! -x "${cmd%% *}" ]; then
+		log "skipping $s: not built (library missing?)"
+		continue
+	fi
+	if start_server "$s"; then
+		AVAILABLE+=("$s")
+		stop_server
+	else
+		log "skipping $s: does not start here"
+	fi
+done
+SRV_LIST=("${AVAILABLE[@]}")
+has() { [[ ",$SCENARIOS," == *",$1,"* ]]; }
+log "mode $MODE, $RUNS run(s), servers: ${SRV_LIST[*]}"
+
+# ---- scenarios -------------------------------------------------------------
+
+if has echo; then
+	log "echo-64k: one connection, 64 KiB stop-and-wait, ${ECHO_SECS}s per run"
+	for run in $(seq "$RUNS"); do
+		for s in "${SRV_LIST[@]}"; do
+			start_server "$s" || continue
+			load echo-64k "$s" "$run" 30 --mode echo --conns 1 --size 65536 \
+				--warmup 0.2 --duration "$ECHO_SECS" || true
+			stop_server
+		done
+	done
+fi
+
+if has conn; then
+	log "conn: N connections each echo 1 KiB, N in $CONN_SIZES (2 client processes)"
+	for run in $(seq "$RUNS"); do
+		for n in $CONN_SIZES; do
+			for s in "${SRV_LIST[@]}"; do
+				start_server "$s" || continue
+				load "conn-$n" "$s" "$run" 30 --mode conn --conns "$n" --size 1024 \
+					--procs 2 --inflight 500 || true
+				stop_server
+			done
+		done
+	done
+fi
+
+if has pingpong; then
+	for n in $PP_CONNS; do
+		log "ping-pong: $n connections, 64 B, ${PP_SECS}s per run"
+		for run in $(seq "$RUNS"); do
+			for s in "${SRV_LIST[@]}"; do
+				start_server "$s" || continue
+				load "pingpong-$n" "$s" "$run" 60 --mode echo --conns "$n" --size 64 \
+					--warmup 0.3 --duration "$PP_SECS" || true
+				stop_server
+			done
+		done
+	done
+fi
+
+if has idle; then
+	for n in $IDLE_CONNS; do
+		log "idle: $n connections, server RSS and kernel memory per connection"
+		procs=1
+		[ "$n" -gt 9000 ] && procs=2
+		for run in $(seq "$RUNS"); do
+			for s in "${SRV_LIST[@]}"; do
+				start_server "$s" || continue
+				sleep 0.3
+				rss0=$(kib VmRSS "/proc/$SPID/status")
+				cp /proc/meminfo "$TMP/mem0"
+				timeout 90 "$BIN/loadgen" --port "$PORT" --mode idle --conns "$n" \
+					--procs "$procs" --size 16 --hold 60 --timeout 60 \
+					>"$TMP/idle.out" 2>"$TMP/idle.err" &
+				lpid=$!
+				PIDS+=("$lpid")
+				for _ in $(seq 600); do
+					grep -q '^ready' "$TMP/idle.out" && break
+					kill -0 "$lpid" 2>/dev/null || break
+					sleep 0.1
+				done
+				if grep -q '^ready' "$TMP/idle.out"; then
+					sleep 1 # let the server settle (deferred frees, batching)
+					rss1=$(kib VmRSS "/proc/$SPID/status")
+					cp /proc/meminfo "$TMP/mem1"
+					record "idle-$n" "$s" "$run" rss_bytes_per_conn \
+						$(((rss1 - rss0) * 1024 / n))
+					for k in Slab SUnreclaim; do
+						a=$(kib $k "$TMP/mem0")
+						b=$(kib $k "$TMP/mem1")
+						record "idle-$n" "$s" "$run" "kernel_${k}_bytes_per_conn" \
+							$(((b - a) * 1024 / n))
+					done
+				else
+					log "FAILED: idle-$n $s run $run: $(head -3 "$TMP/idle.err" | tr '\n' ' ')"
+					FAILURES=$((FAILURES + 1))
+				fi
+				kill -TERM "$lpid" 2>/dev/null || true
+				wait "$lpid" 2>/dev/null || true
+				forget "$lpid"
+				stop_server
+			done
+		done
+	done
+fi
+
+if has push; then
+	log "push: one message to each of 10,000 connections, $PUSHES pushes per run"
+	for run in $(seq "$RUNS"); do
+		for s in "${SRV_LIST[@]}"; do
+			start_server "$s" --push || continue
+			load push-10k "$s" "$run" 60 --mode push --conns 10000 --size 64 \
+				--pushes "$PUSHES" || true
+			stop_server
+		done
+	done
+fi
+
+if has callgrind; then
+	if command -v valgrind >/dev/null 2>&1; then
+		read -r CG_A CG_B <<<"$CG_ROUNDS"
+		log "callgrind: user-space instructions per 64 B round trip ($CG_A vs $CG_B round trips)"
+		for s in "${SRV_LIST[@]}"; do
+			IR_A=""
+			IR_B=""
+			for n in $CG_A $CG_B; do
+				rm -f "$TMP/cg.out"
+				WRAP="valgrind --tool=callgrind --callgrind-out-file=$TMP/cg.out"
+				start_server "$s" || { WRAP=""; continue; }
+				WRAP=""
+				load "callgrind-$n" "$s" 1 60 --mode echo --conns 1 --size 64 \
+					--rounds "$n" || true
+				stop_server
+				ir=$(sed -n 's/^totals: *\([0-9]*\).*/\1/p' "$TMP/cg.out" 2>/dev/null || true)
+				if [ "$n" = "$CG_A" ]; then IR_A=$ir; else IR_B=$ir; fi
+			done
+			if [ -n "$IR_A" ] && [ -n "$IR_B" ]; then
+				record callgrind "$s" 1 instructions_per_roundtrip \
+					$(((IR_B - IR_A) / (CG_B - CG_A)))
+			else
+				log "FAILED: callgrind $s: $(tail -3 "$TMP/server.err" | tr "\n" " ")"
+				FAILURES=$((FAILURES + 1))
+			fi
+		done
+	else
+		log "callgrind: valgrind not installed, skipped"
+	fi
+fi
+
+# ---- report ----------------------------------------------------------------
+
+mkdir -p "$OUT"
+cp "$RAW" "$OUT/raw.csv"
+{
+	echo "command: bash bench/run.sh${ARGS:+ $ARGS} (runs $RUNS)"
+	echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "machine: $(nproc) cores, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)"
+	# shellcheck source=/dev/null
+	echo "os: $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r)"
+	echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+	echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+} >"$OUT/machine.txt"
+python3 "$ROOT/bench/report.py" "$OUT"
+log "results in ${OUT#"$ROOT"/}: summary.md, summary.csv, raw.csv, *.svg"
+if [ "$FAILURES" -gt 0 ]; then
+	log "$FAILURES load run(s) failed (see above)"
+	exit 1
+fi

@@ -1,0 +1,576 @@
+/*
+ * push_server - gaio's push server, in C on proact.
+ *
+ *   push_server [--host ADDR] [--port N] [--backend NAME] [--interval-ms N]
+ *
+ * Every interval (default one second) the current time, as one line, goes to
+ * every connected client: one buffer for all of them, submitted once per
+ * client and freed when the last of those writes has completed. A client
+ * whose write fails is freed. Try it with `nc HOST PORT` or `telnet`.
+ *
+ * Everything arrives through the one watcher, so a single thread with no
+ * timeouts does it all: the tick is a timerfd with a read pending on the
+ * watcher; new connections and SIGINT/SIGTERM come through a signalfd read
+ * (the listener has O_ASYNC set, so the kernel raises SIGIO when connections
+ * are waiting; see echo_server.c for the reasoning). Each client also keeps
+ * a NULL-buffer read pending: it costs no memory until the client sends
+ * something, and it notices a client that hangs up at once instead of at the
+ * next push. A client that is too slow to take its pushes (MAX_INFLIGHT
+ * writes still queued) skips a tick rather than making the queue grow.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proact.h"
+
+#define BATCH         256  /* completions per proact_wait, requests per proact_submit */
+#define MAX_INFLIGHT  8    /* queued pushes per client before it skips ticks */
+#define POOL_BUF_SIZE 4096 /* clients are not expected to talk: a small pool */
+#define POOL_BUF_N    64
+#define NSIGINFO      4
+#define RETRY_MS      100 /* wait timeout while accepting is paused or polled */
+
+struct client {
+	size_t idx; /* position in server.clients */
+	int fd;
+	uint32_t inflight; /* pushes queued on this client */
+	bool closing;      /* proact_free was called; wait for PROACT_OP_FREE */
+};
+
+/* One time line, shared by every client's write; freed with the last one. */
+struct push {
+	struct push *prev, *next; /* live pushes, to free them at exit */
+	uint32_t refs;
+	size_t len;
+	char text[64];
+};
+
+struct server {
+	proact_watcher *w;
+	int lfd, sfd, tfd;
+	bool accept_poll, accept_paused, stop, failed;
+	struct signalfd_siginfo sig[NSIGINFO];
+	uint64_t ticks; /* timerfd read buffer */
+	struct client **clients;
+	size_t nclients, cap;
+	struct push pushes; /* list head */
+	struct proact_request batch[BATCH];
+	int nbatch;
+	uint64_t accepted, pushes_sent, bytes, skipped, resets, errors;
+};
+
+struct options {
+	const char *host, *port, *backend;
+	unsigned long interval_ms;
+};
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: push_server [--host ADDR] [--port N] [--backend NAME] "
+	                "[--interval-ms N]\n");
+	exit(2);
+}
+
+static unsigned long parse_num(const char *s, unsigned long min, unsigned long max)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || v < min || v > max || s[0] == '-') {
+		fprintf(stderr, "push_server: bad number '%s'\n", s);
+		exit(2);
+	}
+	return v;
+}
+
+static void parse_args(int argc, char **argv, struct options *o)
+{
+	*o = (struct options){.host = "127.0.0.1", .port = "0", .interval_ms = 1000};
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (i + 1 >= argc)
+			usage();
+		const char *v = argv[++i];
+		if (!strcmp(a, "--host"))
+			o->host = v;
+		else if (!strcmp(a, "--port") && parse_num(v, 0, 65535) <= 65535)
+			o->port = v; /* validated, then kept as text for getaddrinfo */
+		else if (!strcmp(a, "--backend"))
+			o->backend = v;
+		else if (!strcmp(a, "--interval-ms"))
+			o->interval_ms = parse_num(v, 1, 86400000);
+		else
+			usage();
+	}
+}
+
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static void print_listening(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char host[NI_MAXHOST], port[NI_MAXSERV];
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
+	    getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), port, sizeof(port),
+	                NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		perror("push_server: getsockname");
+		exit(1);
+	}
+	if (ss.ss_family == AF_INET6)
+		printf("listening on [%s]:%s\n", host, port);
+	else
+		printf("listening on %s:%s\n", host, port);
+	fflush(stdout);
+}
+
+static int open_listener(const char *host, const char *port)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+	struct addrinfo *ai;
+	int rc = getaddrinfo(host, port, &hints, &ai);
+	if (rc != 0) {
+		fprintf(stderr, "push_server: %s: %s\n", host, gai_strerror(rc));
+		return -1;
+	}
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 65535) < 0) {
+		perror("push_server: listen");
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	return fd;
+}
+
+static bool enable_sigio(int lfd)
+{
+	int fl = fcntl(lfd, F_GETFL);
+	return fl >= 0 && fcntl(lfd, F_SETOWN, getpid()) == 0 &&
+	       fcntl(lfd, F_SETFL, fl | O_ASYNC) == 0;
+}
+
+static int open_signalfd(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGIO);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -1;
+	return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+static int open_timerfd(unsigned long ms)
+{
+	int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+	struct itimerspec its = {.it_interval = ts, .it_value = ts};
+	if (fd >= 0 && timerfd_settime(fd, 0, &its, NULL) < 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+/* ---- pushes --------------------------------------------------------------- */
+
+static struct push *push_new(struct server *s)
+{
+	struct push *p = malloc(sizeof(*p));
+	if (!p)
+		return NULL;
+	struct timespec now;
+	struct tm tm;
+	char date[32], zone[16];
+	clock_gettime(CLOCK_REALTIME, &now);
+	localtime_r(&now.tv_sec, &tm);
+	strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+	strftime(zone, sizeof(zone), "%z %Z", &tm);
+	int n = snprintf(p->text, sizeof(p->text), "%s.%06ld %s\n", date, now.tv_nsec / 1000, zone);
+	p->len = n > 0 && (size_t)n < sizeof(p->text) ? (size_t)n : sizeof(p->text) - 1;
+	p->refs = 1; /* the tick's own reference, dropped once all writes are queued */
+	p->prev = &s->pushes;
+	p->next = s->pushes.next;
+	s->pushes.next->prev = p;
+	s->pushes.next = p;
+	return p;
+}
+
+static void push_unref(struct push *p)
+{
+	if (--p->refs)
+		return;
+	p->prev->next = p->next;
+	p->next->prev = p->prev;
+	free(p);
+}
+
+/* A write completion carries the buffer, which is the push's text. */
+static struct push *push_of(const void *text)
+{
+	return (struct push *)((char *)text - offsetof(struct push, text));
+}
+
+/* ---- request batching ----------------------------------------------------- */
+
+static void client_close(struct server *s, struct client *c);
+
+static void refused(struct server *s, const struct proact_request *r, int err)
+{
+	if (r->ctx == s->sig || r->ctx == &s->ticks) {
+		fprintf(stderr, "push_server: internal read: %s\n", proact_strerror(err));
+		s->stop = s->failed = true;
+		return;
+	}
+	struct client *c = r->ctx;
+	if (r->op == PROACT_OP_WRITE) {
+		push_unref(push_of(r->buf));
+		c->inflight--;
+		if (err == -EAGAIN) { /* its queue is full: it misses this tick */
+			s->skipped++;
+			return;
+		}
+	}
+	if (err != -EALREADY)
+		s->errors++;
+	client_close(s, c);
+}
+
+static void flush(struct server *s)
+{
+	int i = 0;
+	while (i < s->nbatch) {
+		int rc = proact_submit(s->w, s->batch + i, s->nbatch - i);
+		if (rc > 0) {
+			i += rc;
+			continue;
+		}
+		refused(s, &s->batch[i], rc); /* a retry from the head gives its errno */
+		i++;
+	}
+	s->nbatch = 0;
+}
+
+static void queue(struct server *s, struct proact_request r)
+{
+	if (s->nbatch == BATCH)
+		flush(s);
+	s->batch[s->nbatch++] = r;
+}
+
+static void queue_client_read(struct server *s, struct client *c)
+{
+	queue(s, (struct proact_request){
+	             .fd = c->fd, .op = PROACT_OP_READ, .len = POOL_BUF_SIZE, .ctx = c});
+}
+
+static void queue_signal_read(struct server *s)
+{
+	queue(s, (struct proact_request){.fd = s->sfd,
+	                                 .op = PROACT_OP_READ,
+	                                 .buf = s->sig,
+	                                 .len = sizeof(s->sig),
+	                                 .ctx = s->sig});
+}
+
+static void queue_timer_read(struct server *s)
+{
+	queue(s, (struct proact_request){.fd = s->tfd,
+	                                 .op = PROACT_OP_READ,
+	                                 .buf = &s->ticks,
+	                                 .len = sizeof(s->ticks),
+	                                 .ctx = &s->ticks});
+}
+
+/* ---- clients ---------------------------------------------------------------- */
+
+static void client_release(struct server *s, struct client *c)
+{
+	struct client *last = s->clients[--s->nclients];
+	last->idx = c->idx;
+	s->clients[c->idx] = last;
+	free(c);
+}
+
+static void client_close(struct server *s, struct client *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	int rc = proact_free(s->w, c->fd, c);
+	if (rc == -ENOENT) { /* its first read was refused: never registered */
+		close(c->fd);
+		client_release(s, c);
+	} else if (rc < 0) {
+		fprintf(stderr, "push_server: proact_free(%d): %s\n", c->fd, proact_strerror(rc));
+	}
+}
+
+static void client_open(struct server *s, int fd)
+{
+	struct client *c = malloc(sizeof(*c));
+	if (s->nclients == s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 256;
+		struct client **v = realloc(s->clients, cap * sizeof(*v));
+		if (v) {
+			s->clients = v;
+			s->cap = cap;
+		}
+	}
+	if (!c || s->nclients == s->cap) {
+		free(c);
+		close(fd);
+		s->errors++;
+		return;
+	}
+	*c = (struct client){.idx = s->nclients, .fd = fd};
+	s->clients[s->nclients++] = c;
+	s->accepted++;
+	queue_client_read(s, c);
+}
+
+static void accept_all(struct server *s)
+{
+	for (;;) {
+		int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			client_open(s, fd);
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		/* Out of fds: no new SIGIO will come for the waiting ones. */
+		s->accept_paused =
+		    errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM;
+		if (errno != EAGAIN && !s->accept_paused)
+			perror("push_server: accept4");
+		return;
+	}
+}
+
+/* ---- completions ------------------------------------------------------------ */
+
+/* A client that hangs up with pushes unread resets the connection: that is
+   a disconnect, not a server error. */
+static void count_failure(struct server *s, int err)
+{
+	if (err == ECONNRESET || err == EPIPE)
+		s->resets++;
+	else if (err && err != ECANCELED)
+		s->errors++;
+}
+
+static void on_tick(struct server *s, const struct proact_completion *r)
+{
+	if (r->error) {
+		fprintf(stderr, "push_server: timerfd: %s\n", proact_strerror(r->error));
+		s->stop = s->failed = true;
+		return;
+	}
+	queue_timer_read(s);
+	/* Submit the first reads of clients accepted this round first: from then
+	   on every client in the array is registered, so a refused write below
+	   can only mark its client closing and never shrinks the array under
+	   this loop. */
+	flush(s);
+	struct push *p = push_new(s);
+	if (!p) {
+		s->errors++;
+		return;
+	}
+	for (size_t i = 0; i < s->nclients; i++) {
+		struct client *c = s->clients[i];
+		if (c->closing)
+			continue;
+		if (c->inflight >= MAX_INFLIGHT) {
+			s->skipped++;
+			continue;
+		}
+		c->inflight++;
+		p->refs++;
+		queue(s, (struct proact_request){.fd = c->fd,
+		                                 .op = PROACT_OP_WRITE,
+		                                 .buf = p->text,
+		                                 .len = p->len,
+		                                 .ctx = c});
+	}
+	flush(s); /* refusals drop their references; then the tick drops its own */
+	push_unref(p);
+}
+
+static void on_write(struct server *s, struct client *c, const struct proact_completion *r)
+{
+	push_unref(push_of(r->buf));
+	c->inflight--;
+	if (r->error) {
+		count_failure(s, r->error);
+		client_close(s, c);
+		return;
+	}
+	s->pushes_sent++;
+	s->bytes += r->size;
+}
+
+/* Clients are not expected to send; whatever they do send is dropped. */
+static void on_read(struct server *s, struct client *c, const struct proact_completion *r)
+{
+	if (r->error || r->size == 0) {
+		count_failure(s, r->error);
+		client_close(s, c);
+		return;
+	}
+	queue_client_read(s, c);
+}
+
+static void on_signal(struct server *s, const struct proact_completion *r)
+{
+	if (r->error) {
+		fprintf(stderr, "push_server: signalfd: %s\n", proact_strerror(r->error));
+		s->stop = s->failed = true;
+		return;
+	}
+	for (size_t i = 0; i < r->size / sizeof(s->sig[0]); i++) {
+		if (s->sig[i].ssi_signo == SIGIO)
+			accept_all(s);
+		else
+			s->stop = true;
+	}
+	queue_signal_read(s);
+}
+
+static void on_completion(struct server *s, const struct proact_completion *r)
+{
+	if (r->ctx == s->sig) {
+		on_signal(s, r);
+		return;
+	}
+	if (r->ctx == &s->ticks) {
+		on_tick(s, r);
+		return;
+	}
+	struct client *c = r->ctx;
+	switch (r->op) {
+	case PROACT_OP_READ:
+		on_read(s, c, r);
+		break;
+	case PROACT_OP_WRITE:
+		on_write(s, c, r);
+		break;
+	case PROACT_OP_FREE:
+		client_release(s, c);
+		if (s->accept_paused)
+			accept_all(s);
+		break;
+	default:
+		break;
+	}
+}
+
+static void run(struct server *s)
+{
+	struct proact_completion comp[BATCH];
+	queue_signal_read(s);
+	queue_timer_read(s);
+	accept_all(s);
+	flush(s);
+	while (!s->stop) {
+		int timeout = s->accept_poll || s->accept_paused ? RETRY_MS : -1;
+		int n = proact_wait(s->w, comp, BATCH, timeout);
+		if (n < 0) {
+			fprintf(stderr, "push_server: proact_wait: %s\n", proact_strerror(n));
+			s->failed = true;
+			return;
+		}
+		for (int i = 0; i < n; i++)
+			on_completion(s, &comp[i]);
+		if (s->accept_poll || s->accept_paused)
+			accept_all(s);
+		flush(s);
+	}
+}
+
+static int setup(struct server *s, const struct options *o)
+{
+	struct proact_options po = {.backend = o->backend,
+	                            .pool_buffer_size = POOL_BUF_SIZE,
+	                            .pool_buffer_count = POOL_BUF_N};
+	int rc = proact_watcher_new(&s->w, &po);
+	if (rc < 0) {
+		fprintf(stderr, "push_server: proact_watcher_new: %s\n", proact_strerror(rc));
+		return -1;
+	}
+	s->sfd = open_signalfd();
+	s->tfd = open_timerfd(o->interval_ms);
+	if (s->sfd < 0 || s->tfd < 0) {
+		perror("push_server: signalfd/timerfd");
+		return -1;
+	}
+	s->lfd = open_listener(o->host, o->port);
+	if (s->lfd < 0)
+		return -1;
+	s->accept_poll = !enable_sigio(s->lfd);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	parse_args(argc, argv, &o);
+	raise_fd_limit();
+	static struct server s; /* large (the batch), and its fields' addresses are ctxs */
+	s.lfd = s.sfd = s.tfd = -1;
+	s.pushes.next = s.pushes.prev = &s.pushes;
+	if (setup(&s, &o) < 0) {
+		proact_watcher_destroy(s.w);
+		return 1;
+	}
+	fprintf(stderr, "push_server: backend %s, a push every %lu ms; try: nc HOST PORT\n",
+	        proact_backend(s.w), o.interval_ms);
+	print_listening(s.lfd);
+	run(&s);
+	printf("push_server: accepted %" PRIu64 " clients, sent %" PRIu64 " pushes (%" PRIu64
+	       " bytes), %" PRIu64 " skipped, %" PRIu64 " resets, %" PRIu64 " errors\n",
+	       s.accepted, s.pushes_sent, s.bytes, s.skipped, s.resets, s.errors);
+	fflush(stdout);
+	/* After shutdown nothing more is delivered: free what is still held. */
+	proact_watcher_destroy(s.w);
+	while (s.nclients)
+		client_release(&s, s.clients[s.nclients - 1]);
+	free(s.clients);
+	while (s.pushes.next != &s.pushes) {
+		s.pushes.next->refs = 1;
+		push_unref(s.pushes.next);
+	}
+	close(s.lfd);
+	return s.failed ? 1 : 0;
+}

@@ -315,7 +315,8 @@ static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uri
 		return;
 	}
 	if (dir == PROACT__RD && !r->buf && (f->flags & PROACT__F_STREAM))
-		f->ready[PROACT__RD] = res != 0 && res < (ssize_t)r->len ? 0 : 1; /* drained? */
+		f->ready[PROACT__RD] =
+		    res == -ENOBUFS || res == 0 || res >= (ssize_t)r->len; /* drained? */
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		int32_t bid = (int32_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		proact__pool_claim(w, bid);

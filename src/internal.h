@@ -77,6 +77,7 @@ struct proact__fd {
 	uint8_t ready[2];    /* readiness backends: the last attempt did not block */
 	uint8_t cancel[2];   /* the in-flight head is being cancelled */
 	uint8_t seq[2];      /* completion backends: numbers each kernel op of a direction */
+	uint8_t pool_try;    /* a starved read was handed to the kernel to try for a buffer */
 };
 
 struct proact__heap {
@@ -90,6 +91,7 @@ struct proact__pool {
 	size_t bytes; /* mapping length */
 	uint32_t count;
 	uint32_t navail; /* buffers with no reference */
+	uint32_t trying; /* starved reads in the kernel, each counting on one free buffer */
 	uint32_t *stack; /* free buffers, when the core hands them out */
 	uint32_t nstack;
 	uint32_t *refs;
@@ -191,6 +193,8 @@ void proact__pool_untake(struct proact_watcher *w, int32_t idx);
 void proact__pool_claim(struct proact_watcher *w, int32_t idx);
 int32_t proact__pool_index(const struct proact__pool *p, const void *ptr);
 void proact__pool_unref(struct proact_watcher *w, int32_t idx);
+void proact__pool_wake(struct proact_watcher *w);
+void proact__pool_tried(struct proact_watcher *w, struct proact__fd *f);
 void *proact__pool_addr(const struct proact__pool *p, int32_t idx);
 
 /* timer.c */

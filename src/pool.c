@@ -90,19 +90,40 @@ void proact__pool_claim(struct proact_watcher *w, int32_t idx)
 	w->pool.navail--;
 }
 
-/* Wakes reads that waited for a buffer, as long as buffers are free. */
-static void wake_starved(struct proact_watcher *w)
+/*
+ * Wakes reads that waited for a buffer, one per free buffer. With a
+ * kernel-managed pool a buffer counts as taken only once its completion is
+ * reaped, so each woken read that went to the kernel reserves one free buffer
+ * until its result is in: a returned buffer wakes one read, not every starved
+ * read at once (a herd that fails with ENOBUFS but one).
+ */
+void proact__pool_wake(struct proact_watcher *w)
 {
-	while (w->pool.navail > 0 && w->starved_head) {
+	struct proact__pool *p = &w->pool;
+	while (p->navail > p->trying && w->starved_head) {
 		struct proact__fd *f = w->starved_head;
 		w->starved_head = f->next_starved;
 		if (!w->starved_head)
 			w->starved_tail = NULL;
 		f->next_starved = NULL;
 		f->flags &= (uint8_t)~PROACT__F_STARVED;
-		if (f->state == PROACT__FD_ACTIVE)
-			proact__progress(w, f, PROACT__RD);
+		if (f->state != PROACT__FD_ACTIVE)
+			continue;
+		proact__progress(w, f, PROACT__RD);
+		if (f->inflight[PROACT__RD] && !f->pool_try) {
+			f->pool_try = 1;
+			p->trying++;
+		}
 	}
+}
+
+/* The result of a read of f is in: a reservation it held ends. */
+void proact__pool_tried(struct proact_watcher *w, struct proact__fd *f)
+{
+	if (!f->pool_try)
+		return;
+	f->pool_try = 0;
+	w->pool.trying--;
 }
 
 void proact__pool_unref(struct proact_watcher *w, int32_t idx)
@@ -115,5 +136,5 @@ void proact__pool_unref(struct proact_watcher *w, int32_t idx)
 		w->be->pool_recycle(w, (uint32_t)idx);
 	else
 		p->stack[p->nstack++] = (uint32_t)idx;
-	wake_starved(w);
+	proact__pool_wake(w);
 }

@@ -167,6 +167,7 @@ static void fd_reset(struct proact__fd *f)
 	f->head[0] = f->head[1] = f->tail[0] = f->tail[1] = NULL;
 	f->inflight[0] = f->inflight[1] = f->cancel[0] = f->cancel[1] = 0;
 	f->ready[0] = f->ready[1] = 0;
+	f->pool_try = 0;
 	f->pending = 0;
 	f->close_req = NULL;
 }
@@ -300,7 +301,7 @@ static void finish_close(struct proact_watcher *w, struct proact__fd *f);
  * The result of an in-flight head. A head whose deadline passed or whose fd
  * is closing was asked back from the kernel; whatever it moved still counts.
  */
-void proact__io_done(struct proact_watcher *w, struct proact__fd *f, int dir, ssize_t n)
+static void io_settle(struct proact_watcher *w, struct proact__fd *f, int dir, ssize_t n)
 {
 	struct proact__req *r = f->head[dir];
 	f->inflight[dir] = 0;
@@ -324,6 +325,18 @@ void proact__io_done(struct proact_watcher *w, struct proact__fd *f, int dir, ss
 		return;
 	}
 	proact__progress(w, f, dir);
+}
+
+void proact__io_done(struct proact_watcher *w, struct proact__fd *f, int dir, ssize_t n)
+{
+	bool pool_changed = dir == PROACT__RD && (f->pool_try || n == PROACT__NOPOOL);
+	if (dir == PROACT__RD)
+		proact__pool_tried(w, f);
+	io_settle(w, f, dir, n);
+	/* A reservation ended, or buffers came back while this read was failing
+	   for want of one: another starved read may go now. */
+	if (pool_changed)
+		proact__pool_wake(w);
 }
 
 /* ---- deadlines ---- */

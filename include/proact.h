@@ -24,6 +24,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #ifdef __cplusplus
@@ -45,19 +46,25 @@ typedef struct proact_watcher proact_watcher;
 
 /** What a request does; a completion carries the op it was submitted with. */
 enum proact_op {
-	PROACT_OP_READ = 1,   /* read into buf, or into a pool buffer if buf is NULL */
-	PROACT_OP_WRITE = 2,  /* write every byte of buf */
-	PROACT_OP_WRITEV = 3, /* write every byte of iov[0..iovcnt) in order */
-	PROACT_OP_FREE = 4,   /* proact_free() finished: the fd is closed */
-	PROACT_OP_DETACH = 5, /* proact_detach() finished: the fd is yours again */
+	PROACT_OP_READ = 1,     /* read into buf, or into a pool buffer if buf is NULL */
+	PROACT_OP_WRITE = 2,    /* write every byte of buf */
+	PROACT_OP_WRITEV = 3,   /* write every byte of iov[0..iovcnt) in order */
+	PROACT_OP_FREE = 4,     /* proact_free() finished: the fd is closed */
+	PROACT_OP_DETACH = 5,   /* proact_detach() finished: the fd is yours again */
+	PROACT_OP_ACCEPT = 6,   /* accept one connection on a listening socket */
+	PROACT_OP_CONNECT = 7,  /* connect a socket to addr */
+	PROACT_OP_SHUTDOWN = 8, /* shutdown(SHUT_WR) once every earlier write is out */
+	PROACT_OP_RECVFROM = 9, /* receive one datagram and its source address */
+	PROACT_OP_SENDTO = 10,  /* send one datagram (to addr, if given) */
 };
 
 /** Request flags (struct proact_request.flags). */
 #define PROACT_FULL 0x1u /* READ: complete only when len bytes arrived */
 
 /** Completion flags (struct proact_completion.flags). */
-#define PROACT_COMP_FULL 0x1u /* the request was a FULL read */
-#define PROACT_COMP_POOL 0x2u /* buf is a pool buffer (see proact_read) */
+#define PROACT_COMP_FULL  0x1u /* the request was a FULL read */
+#define PROACT_COMP_POOL  0x2u /* buf is a pool buffer (see proact_read) */
+#define PROACT_COMP_TRUNC 0x4u /* RECVFROM: the datagram did not fit (error EMSGSIZE) */
 
 /**
  * One request, as handed to proact_submit(). All fields are public.
@@ -65,13 +72,18 @@ enum proact_op {
  */
 struct proact_request {
 	int fd;                  /* the descriptor; registered on first use */
-	uint8_t op;              /* enum proact_op: READ, WRITE or WRITEV */
+	uint8_t op;              /* enum proact_op, any but FREE and DETACH */
 	uint8_t reserved[3];     /* must be zero */
-	uint32_t flags;          /* PROACT_FULL (reads only) */
-	void *buf;               /* READ, WRITE: the buffer; READ: NULL = pool */
-	size_t len;              /* READ, WRITE: its length in bytes, > 0 */
+	uint32_t flags;          /* PROACT_FULL (READ only) */
+	void *buf;               /* READ, WRITE, RECVFROM, SENDTO: the buffer;
+	                            READ, RECVFROM: NULL = pool */
+	size_t len;              /* its length in bytes, > 0 (pool reads: a cap) */
 	const struct iovec *iov; /* WRITEV: the segments, in order */
 	int iovcnt;              /* WRITEV: 1..IOV_MAX segments */
+	uint32_t addrlen;        /* bytes at addr */
+	struct sockaddr *addr;   /* CONNECT, SENDTO: the destination (SENDTO: NULL on a
+	                            connected socket); ACCEPT, RECVFROM: where the
+	                            peer's address goes, or NULL */
 	uint64_t deadline;       /* CLOCK_MONOTONIC ns, absolute; 0 = none */
 	void *ctx;               /* returned untouched in the completion */
 };
@@ -81,12 +93,14 @@ struct proact_completion {
 	int fd;     /* the descriptor the request was submitted on */
 	uint8_t op; /* enum proact_op */
 	uint8_t reserved[3];
-	uint32_t flags; /* PROACT_COMP_* */
-	int error;      /* 0 or a positive errno (see the per-call notes) */
-	void *ctx;      /* as submitted (for FREE/DETACH: as given to the call) */
-	void *buf;      /* READ/WRITE: the buffer (pool buffer if COMP_POOL);
-	                   WRITEV: the iov array as submitted; FREE/DETACH: NULL */
-	size_t size;    /* bytes moved in total, also on error and deadline */
+	uint32_t flags;   /* PROACT_COMP_* */
+	int error;        /* 0 or a positive errno (see the per-call notes) */
+	void *ctx;        /* as submitted (for FREE/DETACH: as given to the call) */
+	void *buf;        /* READ/WRITE/RECVFROM/SENDTO: the buffer (pool buffer if
+	                     COMP_POOL); WRITEV: the iov array as submitted; others NULL */
+	size_t size;      /* bytes moved in total, also on error and deadline */
+	int newfd;        /* ACCEPT: the accepted socket, else -1 */
+	uint32_t addrlen; /* ACCEPT, RECVFROM: length of the address stored at addr */
 };
 
 /** Watcher options; zero or NULL fields take the default shown. */
@@ -236,6 +250,83 @@ PROACT_API int proact_write_deadline(proact_watcher *w, int fd, const void *buf,
  * Any thread.
  */
 PROACT_API int proact_submit(proact_watcher *w, const struct proact_request *reqs, int n);
+
+/**
+ * proact_accept - queue the acceptance of one connection on listening socket @fd.
+ *
+ * Completes when a connection was accepted: newfd is the new socket, already
+ * non-blocking and close-on-exec, owned by the program (not registered: its
+ * first request registers it). If @addr is not NULL, the peer's address is
+ * stored there (at most @addrlen bytes; the completion's addrlen is its true
+ * length). Accepts complete in submission order, like reads.
+ *
+ * When the process or system is out of descriptors (EMFILE, ENFILE) or
+ * memory (ENOBUFS, ENOMEM), the accept completes with that error and the
+ * listener pauses: the next accept on it is not tried until this watcher
+ * closes a descriptor (proact_free) or 100 ms passed, so a loop that
+ * resubmits at once does not spin. The pending connection stays in the
+ * listen queue and the listener stays open.
+ * A peer that reset before being accepted (ECONNABORTED) is skipped silently.
+ *
+ * @addr: the watcher's until the completion is delivered.
+ * Returns 0 or the errors of proact_read() (-EINVAL: @addr not NULL with
+ * @addrlen 0). Completion errors: EMFILE, ENFILE, ENOBUFS, ENOMEM, EINVAL
+ * (@fd is not listening), ETIMEDOUT, ECANCELED.
+ */
+PROACT_API int proact_accept(proact_watcher *w, int fd, struct sockaddr *addr, uint32_t addrlen,
+                             void *ctx);
+
+/**
+ * proact_connect - queue a non-blocking connect of socket @fd to @addr.
+ *
+ * Completes once the connection is established (error 0) or has failed
+ * (ECONNREFUSED, ENETUNREACH, EHOSTUNREACH, ETIMEDOUT from the kernel or from
+ * @deadline, ...). The connect goes on the fd's write queue: writes
+ * submitted after it wait for it, and reads wait until it completed, so a
+ * program may submit connect, write and read at once. If the connect fails,
+ * the requests waiting behind it fail with the same error; the socket is
+ * unusable then: free it. @addr: the watcher's until the completion
+ * is delivered. TCP over IPv4 and IPv6, and Unix-domain stream sockets
+ * (whose connect completes at once or fails, EAGAIN meaning a full backlog).
+ * Returns 0 or the errors of proact_read() (-EINVAL: NULL @addr or @addrlen 0).
+ */
+PROACT_API int proact_connect(proact_watcher *w, int fd, const struct sockaddr *addr,
+                              uint32_t addrlen, uint64_t deadline, void *ctx);
+
+/**
+ * proact_shutdown_write - queue shutdown(@fd, SHUT_WR) behind @fd's writes.
+ *
+ * Runs once every write submitted before it has completed, so the peer sees
+ * the end of the stream right after the last queued byte. If an earlier write
+ * failed or was cut by its deadline, the shutdown still runs. Completes with
+ * 0 or the errno of shutdown() (ENOTCONN...). Writes submitted after it fail
+ * with EPIPE. Reads are not affected. Returns 0 or the errors of proact_read().
+ */
+PROACT_API int proact_shutdown_write(proact_watcher *w, int fd, void *ctx);
+
+/**
+ * proact_recvfrom, proact_sendto - one datagram each (UDP, or any datagram socket).
+ *
+ * proact_recvfrom() completes with one whole datagram: size is its length and
+ * the sender's address is stored at @addr (if not NULL; the completion's
+ * addrlen is its length). With @buf NULL the datagram goes into a pool buffer
+ * as for proact_read() (PROACT_COMP_POOL), taken only when one arrived. A
+ * datagram longer than the buffer is not silently cut: the completion has
+ * error EMSGSIZE, PROACT_COMP_TRUNC, and size = the bytes stored (the rest
+ * of that datagram is lost, as the kernel discards it).
+ *
+ * proact_sendto() sends @buf as one datagram to @addr (NULL on a connected
+ * socket). It completes with size = @len, or with the error (EMSGSIZE for a
+ * datagram too large, ECONNREFUSED after an ICMP error...). Sends go out in
+ * submission order; a send never goes out in part.
+ *
+ * Buffers and @addr: the watcher's until the completion is delivered.
+ * Returns 0 or the errors of proact_read().
+ */
+PROACT_API int proact_recvfrom(proact_watcher *w, int fd, void *buf, size_t len,
+                               struct sockaddr *addr, uint32_t addrlen, void *ctx);
+PROACT_API int proact_sendto(proact_watcher *w, int fd, const void *buf, size_t len,
+                             const struct sockaddr *addr, uint32_t addrlen, void *ctx);
 
 /**
  * proact_free - cancel every pending request on @fd, then close it.

@@ -83,15 +83,36 @@ static void ep_fd_remove(struct proact_watcher *w, struct proact__fd *f)
 	epoll_ctl(state(w)->epfd, EPOLL_CTL_DEL, f->fd, NULL);
 }
 
-static ssize_t sys_read(const struct proact__fd *f, void *buf, size_t len)
+/* A datagram receive reports the datagram's true length (MSG_TRUNC) and its sender. */
+static ssize_t sys_read(const struct proact__fd *f, struct proact__req *r, void *buf, size_t len)
 {
+	if (r->op == PROACT_OP_RECVFROM) {
+		struct iovec iov = {.iov_base = buf, .iov_len = len};
+		struct msghdr m = {.msg_name = r->addr,
+		                   .msg_namelen = r->addr ? r->addrlen : 0,
+		                   .msg_iov = &iov,
+		                   .msg_iovlen = 1};
+		ssize_t n = recvmsg(f->fd, &m, MSG_TRUNC);
+		if (n >= 0)
+			r->addrlen = m.msg_namelen;
+		return n;
+	}
 	if (f->flags & PROACT__F_SOCKET)
 		return recv(f->fd, buf, len, 0);
 	return read(f->fd, buf, len);
 }
 
-static ssize_t sys_write(const struct proact__fd *f, const void *buf, size_t len)
+static ssize_t sys_write(const struct proact__fd *f, const struct proact__req *r, const void *buf,
+                         size_t len)
 {
+	if (r && r->op == PROACT_OP_SENDTO && r->addr) {
+		struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+		struct msghdr m = {.msg_name = r->addr,
+		                   .msg_namelen = r->addrlen,
+		                   .msg_iov = &iov,
+		                   .msg_iovlen = 1};
+		return sendmsg(f->fd, &m, MSG_NOSIGNAL);
+	}
 	if (f->flags & PROACT__F_SOCKET)
 		return send(f->fd, buf, len, MSG_NOSIGNAL);
 	return write(f->fd, buf, len);
@@ -105,7 +126,7 @@ static ssize_t sys_writev(const struct proact__fd *f, const struct proact__req *
 	int k = proact__iov_resume(r, &done), cnt = r->iovcnt;
 	if (done > 0) { /* inside a segment: finish it on its own */
 		*asked = iov[k].iov_len - done;
-		return sys_write(f, (const char *)iov[k].iov_base + done, *asked);
+		return sys_write(f, NULL, (const char *)iov[k].iov_base + done, *asked);
 	}
 	int n = cnt - k < IOV_SLICE ? cnt - k : IOV_SLICE;
 	*asked = 0;
@@ -123,15 +144,15 @@ static ssize_t do_read(struct proact_watcher *w, struct proact__fd *f, struct pr
 {
 	if (r->buf) {
 		*asked = r->len - r->done;
-		return sys_read(f, (char *)r->buf + r->done, *asked);
+		return sys_read(f, r, (char *)r->buf + r->done, *asked);
 	}
 	void *p;
 	int32_t idx = proact__pool_take(w, &p);
 	if (idx < 0)
 		return PROACT__NOPOOL;
 	*asked = r->len;
-	ssize_t n = sys_read(f, p, r->len);
-	if (n > 0) {
+	ssize_t n = sys_read(f, r, p, r->len);
+	if (n > 0 || (n == 0 && r->op == PROACT_OP_RECVFROM)) { /* an empty datagram is data */
 		r->buf = p;
 		r->pool = idx;
 	} else {
@@ -140,10 +161,62 @@ static ssize_t do_read(struct proact_watcher *w, struct proact__fd *f, struct pr
 	return n;
 }
 
+static ssize_t do_accept(struct proact__fd *f, struct proact__req *r)
+{
+	for (;;) {
+		socklen_t len = r->addrlen;
+		int fd =
+		    accept4(f->fd, r->addr, r->addr ? &len : NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			r->addrlen = len;
+			return fd;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue; /* a peer that reset while queued is not the program's business */
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		f->ready[PROACT__RD] = 0;
+		return PROACT__WAIT;
+	}
+}
+
+/* Starts a connect; later calls learn whether it finished (the socket became writable). */
+static ssize_t do_connect(struct proact__fd *f, struct proact__req *r)
+{
+	if (!(r->flags & PROACT__R_STARTED)) {
+		r->flags |= PROACT__R_STARTED;
+		if (connect(f->fd, r->addr, r->addrlen) == 0)
+			return 0;
+		/* EINTR: the connect goes on in the background, like EINPROGRESS. */
+		if (errno != EINPROGRESS && errno != EINTR)
+			return -errno;
+		f->ready[PROACT__WR] = 0;
+		return PROACT__WAIT;
+	}
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(f->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		return -errno;
+	if (err)
+		return -err;
+	struct sockaddr_storage peer;
+	len = sizeof(peer);
+	if (getpeername(f->fd, (struct sockaddr *)&peer, &len) == 0)
+		return 0;
+	if (errno != ENOTCONN)
+		return -errno;
+	f->ready[PROACT__WR] = 0; /* still connecting: the writable edge comes later */
+	return PROACT__WAIT;
+}
+
 static ssize_t ep_io(struct proact_watcher *w, struct proact__fd *f, int dir, struct proact__req *r)
 {
 	if (!f->ready[dir])
 		return PROACT__WAIT;
+	if (r->op == PROACT_OP_CONNECT)
+		return do_connect(f, r);
+	if (r->op == PROACT_OP_ACCEPT)
+		return do_accept(f, r);
 	ssize_t n;
 	size_t asked;
 	do {
@@ -152,7 +225,7 @@ static ssize_t ep_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 		else if (r->op == PROACT_OP_WRITEV)
 			n = sys_writev(f, r, &asked);
 		else
-			n = sys_write(f, (const char *)r->buf + r->done,
+			n = sys_write(f, r, (const char *)r->buf + r->done,
 			              (asked = r->len - r->done));
 	} while (n < 0 && errno == EINTR);
 	if (n == PROACT__NOPOOL)

@@ -45,7 +45,17 @@ struct uring_state {
 	size_t br_bytes;
 	unsigned br_entries;
 	struct msghdr *msgs; /* one per SQ slot: stable until submission */
-	bool poll_first;     /* NULL-buffer reads of idle fds poll before the receive */
+	struct iovec *iovs;  /* one per SQ slot, for single-buffer sendmsg */
+	/* recvmsg writes the sender's address length back into its msghdr at
+	   completion, so a datagram receive keeps its own, per fd, until then. */
+	struct dgram_hdr **dgram;
+	uint32_t ndgram;
+	bool poll_first; /* NULL-buffer reads of idle fds poll before the receive */
+};
+
+struct dgram_hdr {
+	struct msghdr m;
+	struct iovec iov;
 };
 
 /* f->ready[PROACT__RD] here: 0 idle (poll first), 1 data likely, POLLING a poll is in flight. */
@@ -162,7 +172,11 @@ static void ur_destroy_state(struct uring_state *s)
 	io_uring_queue_exit(&s->ring);
 	if (s->evfd >= 0)
 		close(s->evfd);
+	for (uint32_t i = 0; i < s->ndgram; i++)
+		free(s->dgram[i]);
+	free(s->dgram);
 	free(s->msgs);
+	free(s->iovs);
 	free(s);
 }
 
@@ -179,7 +193,8 @@ static int ur_init(struct proact_watcher *w)
 	}
 	s->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	s->msgs = calloc(s->ring.sq.ring_entries, sizeof(*s->msgs));
-	rc = s->evfd < 0 ? -errno : !s->msgs ? -ENOMEM : bufring_setup(w, s);
+	s->iovs = calloc(s->ring.sq.ring_entries, sizeof(*s->iovs));
+	rc = s->evfd < 0 ? -errno : !s->msgs || !s->iovs ? -ENOMEM : bufring_setup(w, s);
 	if (rc) {
 		w->pool.kernel_managed = false;
 		ur_destroy_state(s);
@@ -209,11 +224,51 @@ static int ur_fd_add(struct proact_watcher *w, struct proact__fd *f)
 
 static void ur_fd_remove(struct proact_watcher *w, struct proact__fd *f)
 {
-	(void)w;
-	(void)f; /* nothing of f is in the kernel any more */
+	struct uring_state *s = state(w); /* nothing of f is in the kernel any more */
+	if ((uint32_t)f->fd < s->ndgram) {
+		free(s->dgram[f->fd]);
+		s->dgram[f->fd] = NULL;
+	}
+}
+
+/* The msghdr of fd's datagram receives, made on first use. */
+static struct dgram_hdr *dgram_hdr(struct uring_state *s, int fd)
+{
+	if ((uint32_t)fd >= s->ndgram) {
+		uint32_t n = (uint32_t)fd + 1 > s->ndgram * 2 ? (uint32_t)fd + 1 : s->ndgram * 2;
+		struct dgram_hdr **t = realloc(s->dgram, n * sizeof(*t));
+		if (!t)
+			return NULL;
+		memset(t + s->ndgram, 0, (n - s->ndgram) * sizeof(*t));
+		s->dgram = t;
+		s->ndgram = n;
+	}
+	if (!s->dgram[fd])
+		s->dgram[fd] = calloc(1, sizeof(struct dgram_hdr));
+	return s->dgram[fd];
 }
 
 /* ---- I/O ---- */
+
+/* One datagram, its true length (MSG_TRUNC) and its sender; buf NULL: a pool buffer. */
+static int prep_recvfrom(struct uring_state *s, struct io_uring_sqe *sqe,
+                         const struct proact__fd *f, const struct proact__req *r)
+{
+	struct dgram_hdr *h = dgram_hdr(s, f->fd);
+	if (!h)
+		return -ENOMEM;
+	h->iov = (struct iovec){.iov_base = r->buf, .iov_len = r->len};
+	h->m = (struct msghdr){.msg_name = r->addr,
+	                       .msg_namelen = r->addr ? r->addrlen : 0,
+	                       .msg_iov = &h->iov,
+	                       .msg_iovlen = 1};
+	io_uring_prep_recvmsg(sqe, f->fd, &h->m, MSG_TRUNC);
+	if (!r->buf) {
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = BUF_GROUP;
+	}
+	return 0;
+}
 
 static void prep_read(struct io_uring_sqe *sqe, const struct proact__fd *f,
                       const struct proact__req *r)
@@ -264,21 +319,56 @@ static void prep_writev(struct uring_state *s, struct io_uring_sqe *sqe, const s
 	io_uring_prep_sendmsg(sqe, f->fd, m, MSG_NOSIGNAL);
 }
 
+/* A datagram to an address: the msghdr and iovec are copied when submitted. */
+static void prep_sendto(struct uring_state *s, struct io_uring_sqe *sqe, const struct proact__fd *f,
+                        const struct proact__req *r)
+{
+	size_t slot = (size_t)(sqe - s->ring.sq.sqes);
+	s->iovs[slot] = (struct iovec){.iov_base = r->buf, .iov_len = r->len};
+	s->msgs[slot] = (struct msghdr){.msg_name = r->addr,
+	                                .msg_namelen = r->addrlen,
+	                                .msg_iov = &s->iovs[slot],
+	                                .msg_iovlen = 1};
+	io_uring_prep_sendmsg(sqe, f->fd, &s->msgs[slot], MSG_NOSIGNAL);
+}
+
+static int prep_io(struct uring_state *s, struct io_uring_sqe *sqe, struct proact__fd *f, int dir,
+                   struct proact__req *r)
+{
+	if (r->op == PROACT_OP_ACCEPT) {
+		io_uring_prep_accept(sqe, f->fd, r->addr, r->addr ? &r->addrlen : NULL,
+		                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+	} else if (dir == PROACT__RD && !r->buf && s->poll_first && f->ready[PROACT__RD] == 0) {
+		io_uring_prep_poll_add(sqe, f->fd, POLLIN | POLLRDHUP);
+		f->ready[PROACT__RD] = POLLING;
+	} else if (r->op == PROACT_OP_RECVFROM) {
+		return prep_recvfrom(s, sqe, f, r);
+	} else if (dir == PROACT__RD) {
+		prep_read(sqe, f, r);
+	} else if (r->op == PROACT_OP_CONNECT) {
+		io_uring_prep_connect(sqe, f->fd, r->addr, r->addrlen);
+	} else if (r->op == PROACT_OP_WRITEV) {
+		prep_writev(s, sqe, f, r);
+	} else if (r->op == PROACT_OP_SENDTO && r->addr) {
+		prep_sendto(s, sqe, f, r);
+	} else {
+		prep_send(sqe, f, (const char *)r->buf + r->done, r->len - r->done);
+	}
+	return 0;
+}
+
 static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, struct proact__req *r)
 {
 	struct uring_state *s = state(w);
 	struct io_uring_sqe *sqe = sqe_get(s);
 	if (!sqe)
 		return -EBUSY;
-	if (dir == PROACT__RD && !r->buf && s->poll_first && f->ready[PROACT__RD] == 0) {
-		io_uring_prep_poll_add(sqe, f->fd, POLLIN | POLLRDHUP);
-		f->ready[PROACT__RD] = POLLING;
-	} else if (dir == PROACT__RD)
-		prep_read(sqe, f, r);
-	else if (r->op == PROACT_OP_WRITEV)
-		prep_writev(s, sqe, f, r);
-	else
-		prep_send(sqe, f, (const char *)r->buf + r->done, r->len - r->done);
+	int rc = prep_io(s, sqe, f, dir, r);
+	if (rc) { /* the SQE is taken: make it a no-op nobody waits for */
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data64(sqe, (uint64_t)KIND_CANCEL << 56);
+		return rc;
+	}
 	f->seq[dir]++;
 	io_uring_sqe_set_data64(sqe, pack(dir == PROACT__RD ? KIND_READ : KIND_WRITE, f));
 	return PROACT__INFLIGHT;
@@ -314,7 +404,7 @@ static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uri
 		}
 		return;
 	}
-	if (dir == PROACT__RD && !r->buf && (f->flags & PROACT__F_STREAM))
+	if (r->op == PROACT_OP_READ && !r->buf && (f->flags & PROACT__F_STREAM))
 		f->ready[PROACT__RD] =
 		    res == -ENOBUFS || res == 0 || res >= (ssize_t)r->len; /* drained? */
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
@@ -325,12 +415,19 @@ static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uri
 	} else if (res == -ENOBUFS && dir == PROACT__RD && !r->buf) {
 		res = PROACT__NOPOOL;
 	}
-	if ((res == -EAGAIN || res == -EINTR) && !f->cancel[dir]) {
+	if (r->op == PROACT_OP_RECVFROM && res >= 0 && r->addr)
+		r->addrlen = state(w)->dgram[f->fd]->m.msg_namelen;
+	bool again = res == -EAGAIN || res == -EINTR;
+	if (r->op == PROACT_OP_CONNECT)
+		again = false; /* EAGAIN: a Unix-domain listener's backlog is full */
+	else if (r->op == PROACT_OP_ACCEPT)
+		again = again || res == -ECONNABORTED;
+	if (again && !f->cancel[dir]) {
 		f->inflight[dir] = 0; /* nothing final happened: submit it again */
 		proact__progress(w, f, dir);
 		return;
 	}
-	if (res == -EAGAIN || res == -EINTR)
+	if (again)
 		res = 0;
 	proact__io_done(w, f, dir, res);
 }

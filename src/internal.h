@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "proact.h"
@@ -35,44 +36,55 @@ struct proact__req {
 	struct proact__req *next, *prev; /* fd queue, then completion list */
 	struct proact__fd *f;            /* NULL once completed */
 	void *ctx;
-	void *buf;   /* READ/WRITE buffer; WRITEV: the iov array */
-	size_t len;  /* READ: room; WRITE/WRITEV: total bytes */
-	size_t done; /* bytes moved so far */
+	void *buf;             /* READ/WRITE/RECVFROM/SENDTO buffer; WRITEV: the iov array */
+	size_t len;            /* READ: room; WRITE/WRITEV: total bytes */
+	size_t done;           /* bytes moved so far; ACCEPT: the accepted fd */
+	struct sockaddr *addr; /* ACCEPT, CONNECT, RECVFROM, SENDTO: the address */
 	uint64_t deadline;
 	uint32_t heap_idx; /* position in the deadline heap, or PROACT__NO_HEAP */
 	int fdnum;
-	int iovcnt;
+	union {
+		int iovcnt;        /* WRITEV */
+		socklen_t addrlen; /* room at addr; ACCEPT, RECVFROM: then its length */
+	};
 	int error;    /* positive errno once completed */
 	int32_t pool; /* READ: pool buffer index of buf, or -1 */
 	uint8_t op;
-	uint8_t flags;      /* PROACT_FULL */
+	uint8_t flags;      /* PROACT_FULL and PROACT__R_* */
 	uint8_t expired;    /* deadline passed while the kernel held it */
 	uint8_t holds_pool; /* WRITE/WRITEV: holds pool buffer references */
 };
 #define PROACT__NO_HEAP UINT32_MAX
 
+#define PROACT__R_STARTED 0x40 /* CONNECT: the kernel was asked (readiness backends) */
+#define PROACT__R_TRUNC   0x80 /* RECVFROM: the datagram did not fit */
+
 enum proact__fd_state { PROACT__FD_UNUSED = 0, PROACT__FD_ACTIVE, PROACT__FD_CLOSING };
 
-#define PROACT__F_DIRTY    0x01 /* on the watcher's dirty list */
-#define PROACT__F_STARVED  0x02 /* on the pool's starved list */
-#define PROACT__F_CUT      0x04 /* a partial write expired: later writes fail */
-#define PROACT__F_BLOCKING 0x08 /* O_NONBLOCK was clear at registration */
-#define PROACT__F_DETACH   0x10 /* closing means detach, not close */
-#define PROACT__F_STREAM   0x20 /* a stream socket: a short transfer means drained */
-#define PROACT__F_SOCKET   0x40 /* a socket: use recv/send with MSG_NOSIGNAL */
-#define PROACT__F_RDHUP    0x80 /* the peer closed or failed: reads go on to EOF */
+#define PROACT__F_DIRTY    0x01  /* on the watcher's dirty list */
+#define PROACT__F_STARVED  0x02  /* on the pool's starved list */
+#define PROACT__F_CUT      0x04  /* a partial write expired: later writes fail */
+#define PROACT__F_BLOCKING 0x08  /* O_NONBLOCK was clear at registration */
+#define PROACT__F_DETACH   0x10  /* closing means detach, not close */
+#define PROACT__F_STREAM   0x20  /* a stream socket: a short transfer means drained */
+#define PROACT__F_SOCKET   0x40  /* a socket: use recv/send with MSG_NOSIGNAL */
+#define PROACT__F_RDHUP    0x80  /* the peer closed or failed: reads go on to EOF */
+#define PROACT__F_CONNECT  0x100 /* a CONNECT is queued: reads wait for it */
+#define PROACT__F_PAUSED   0x200 /* a listener out of fds: on the paused list */
+/* The list links survive a release: the lists skip fds no longer active. */
+#define PROACT__F_LISTS (PROACT__F_DIRTY | PROACT__F_STARVED | PROACT__F_PAUSED)
 
 /* One registered descriptor. Lives in the fd table; its address never moves. */
 struct proact__fd {
 	struct proact__req *head[2], *tail[2];
 	struct proact__fd *next_dirty;
-	struct proact__fd *next_starved;
-	struct proact__req *close_req; /* the FREE/DETACH completion, made at call time */
+	struct proact__fd *next_starved; /* the pool's starved list, or paused listeners */
+	struct proact__req *close_req;   /* the FREE/DETACH completion, made at call time */
 	int fd;
 	uint32_t gen; /* bumped at every release: stale events are recognized */
 	uint32_t pending;
+	uint16_t flags;
 	uint8_t state;
-	uint8_t flags;
 	uint8_t inflight[2]; /* the backend holds the head request in the kernel */
 	uint8_t ready[2];    /* readiness backends: the last attempt did not block */
 	uint8_t cancel[2];   /* the in-flight head is being cancelled */
@@ -146,6 +158,8 @@ struct proact_watcher {
 
 	struct proact__fd *dirty_head, *dirty_tail;
 	struct proact__fd *starved_head, *starved_tail;
+	struct proact__fd *paused_head;            /* listeners waiting for a free fd */
+	uint64_t paused_until;                     /* ...or for this time (0: none paused) */
 	struct proact__req *done_head, *done_tail; /* completed, not yet delivered */
 	struct proact__req *held;                  /* delivered, pool refs to drop */
 	struct proact__req *spare;                 /* free request nodes */
@@ -173,6 +187,7 @@ void proact__progress(struct proact_watcher *w, struct proact__fd *f, int dir);
 void proact__io_done(struct proact_watcher *w, struct proact__fd *f, int dir, ssize_t res);
 void proact__process_dirty(struct proact_watcher *w);
 void proact__expire(struct proact_watcher *w, uint64_t now);
+void proact__resume_listeners(struct proact_watcher *w);
 void proact__close_all(struct proact_watcher *w);
 struct proact__req *proact__req_alloc(struct proact_watcher *w);
 void proact__req_release(struct proact_watcher *w, struct proact__req *r);

@@ -106,7 +106,7 @@ void proact__pool_wake(struct proact_watcher *w)
 		if (!w->starved_head)
 			w->starved_tail = NULL;
 		f->next_starved = NULL;
-		f->flags &= (uint8_t)~PROACT__F_STARVED;
+		f->flags &= (uint16_t)~PROACT__F_STARVED;
 		if (f->state != PROACT__FD_ACTIVE)
 			continue;
 		proact__progress(w, f, PROACT__RD);

@@ -104,7 +104,7 @@ static int fd_prepare(struct proact__fd *f, int fd)
 		return -errno;
 	if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode))
 		return -ENOTSUP;
-	uint8_t flags = 0;
+	uint16_t flags = 0;
 	if (S_ISSOCK(st.st_mode)) {
 		int type = 0;
 		socklen_t len = sizeof(type);
@@ -117,7 +117,7 @@ static int fd_prepare(struct proact__fd *f, int fd)
 			return -errno;
 		flags |= PROACT__F_BLOCKING;
 	}
-	f->flags = (uint8_t)((f->flags & (PROACT__F_DIRTY | PROACT__F_STARVED)) | flags);
+	f->flags = (uint16_t)((f->flags & PROACT__F_LISTS) | flags);
 	return 0;
 }
 
@@ -148,7 +148,7 @@ static int fd_register(struct proact_watcher *w, int fd, struct proact__fd **out
 				fd_restore_blocking(f);
 		}
 		if (rc != 0) {
-			f->flags &= PROACT__F_DIRTY | PROACT__F_STARVED;
+			f->flags &= PROACT__F_LISTS;
 			return rc;
 		}
 		f->state = PROACT__FD_ACTIVE;
@@ -163,7 +163,7 @@ static void fd_reset(struct proact__fd *f)
 	f->state = PROACT__FD_UNUSED;
 	f->gen++;
 	/* Still linked on a list: keep the link bits, the lists skip unused fds. */
-	f->flags &= PROACT__F_DIRTY | PROACT__F_STARVED;
+	f->flags &= PROACT__F_LISTS;
 	f->head[0] = f->head[1] = f->tail[0] = f->tail[1] = NULL;
 	f->inflight[0] = f->inflight[1] = f->cancel[0] = f->cancel[1] = 0;
 	f->ready[0] = f->ready[1] = 0;
@@ -200,9 +200,12 @@ static void mark_starved(struct proact_watcher *w, struct proact__fd *f)
 
 /* ---- queues and completion ---- */
 
+/* Reads, accepts and datagram receives queue on one side, the rest on the other. */
 static int dir_of(const struct proact__req *r)
 {
-	return r->op == PROACT_OP_READ ? PROACT__RD : PROACT__WR;
+	return r->op == PROACT_OP_READ || r->op == PROACT_OP_ACCEPT || r->op == PROACT_OP_RECVFROM
+	           ? PROACT__RD
+	           : PROACT__WR;
 }
 
 static void queue_push(struct proact__fd *f, int dir, struct proact__req *r)
@@ -239,6 +242,33 @@ static void done_push(struct proact_watcher *w, struct proact__req *r)
 	w->done_tail = r;
 }
 
+static void finish(struct proact_watcher *w, struct proact__req *r, int error);
+
+/* Fails the requests of a direction that have not reached the kernel. */
+static void fail_waiting(struct proact_watcher *w, struct proact__fd *f, int dir, int error)
+{
+	struct proact__req *r = f->head[dir];
+	if (r && f->inflight[dir])
+		r = r->next;
+	while (r) {
+		struct proact__req *next = r->next;
+		finish(w, r, error);
+		r = next;
+	}
+}
+
+/* Requests queued behind a failed connect fail with its error, not with
+   whatever an unconnected socket happens to answer. */
+static void connect_done(struct proact_watcher *w, struct proact__fd *f, int error)
+{
+	f->flags &= (uint16_t)~PROACT__F_CONNECT;
+	if (error) {
+		fail_waiting(w, f, PROACT__RD, error);
+		fail_waiting(w, f, PROACT__WR, error);
+	}
+	mark_dirty(w, f); /* reads held back by the connect may go now */
+}
+
 /* Moves r from its fd queue to the completion list with the given errno. */
 static void finish(struct proact_watcher *w, struct proact__req *r, int error)
 {
@@ -250,32 +280,99 @@ static void finish(struct proact_watcher *w, struct proact__req *r, int error)
 	f->pending--;
 	w->pending--;
 	done_push(w, r);
+	if (r->op == PROACT_OP_CONNECT)
+		connect_done(w, f, error);
+}
+
+/* Out of fds or memory: the listener waits for a free fd or a short pause. */
+#define PAUSE_NS (100 * 1000000ull)
+
+static bool accept_starved(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+static void pause_listener(struct proact_watcher *w, struct proact__fd *f)
+{
+	if (f->flags & (PROACT__F_PAUSED | PROACT__F_STARVED))
+		return;
+	f->flags |= PROACT__F_PAUSED;
+	f->next_starved = w->paused_head;
+	w->paused_head = f;
+	if (!w->paused_until)
+		w->paused_until = proact_now() + PAUSE_NS;
+}
+
+void proact__resume_listeners(struct proact_watcher *w)
+{
+	struct proact__fd *f;
+	while ((f = w->paused_head)) {
+		w->paused_head = f->next_starved;
+		f->next_starved = NULL;
+		f->flags &= (uint16_t)~PROACT__F_PAUSED;
+		if (f->state == PROACT__FD_ACTIVE)
+			mark_dirty(w, f);
+	}
+	w->paused_until = 0;
 }
 
 /* Accounts a result of n bytes (or -errno) for the head r; true if r finished. */
 static bool account(struct proact_watcher *w, struct proact__req *r, ssize_t n)
 {
 	if (n < 0) {
+		if (r->op == PROACT_OP_ACCEPT && accept_starved((int)-n))
+			pause_listener(w, r->f);
 		finish(w, r, (int)-n);
 		return true;
 	}
-	r->done += (size_t)n;
-	bool complete;
-	if (r->op == PROACT_OP_READ)
+	bool complete = true;
+	switch (r->op) {
+	case PROACT_OP_READ:
+		r->done += (size_t)n;
 		complete = n == 0 || !(r->flags & PROACT_FULL) || r->done == r->len;
-	else
+		break;
+	case PROACT_OP_RECVFROM: /* n is the datagram's length, even when it did not fit */
+		r->done = (size_t)n < r->len ? (size_t)n : r->len;
+		if ((size_t)n > r->len) {
+			r->flags |= PROACT__R_TRUNC;
+			finish(w, r, EMSGSIZE);
+			return true;
+		}
+		break;
+	case PROACT_OP_ACCEPT:
+		r->done = (size_t)n; /* the new fd */
+		break;
+	case PROACT_OP_CONNECT:
+		break;
+	default: /* WRITE, WRITEV, SENDTO */
+		r->done += (size_t)n;
 		complete = r->done == r->len;
+	}
 	if (complete)
 		finish(w, r, 0);
 	return complete;
+}
+
+/* Whether head r must wait for something else first. */
+static bool held_back(const struct proact__fd *f, int dir, const struct proact__req *r)
+{
+	if (dir != PROACT__RD)
+		return false;
+	if (r->op == PROACT_OP_ACCEPT)
+		return f->flags & PROACT__F_PAUSED;
+	return f->flags & PROACT__F_CONNECT;
 }
 
 void proact__progress(struct proact_watcher *w, struct proact__fd *f, int dir)
 {
 	while (f->state == PROACT__FD_ACTIVE && !f->inflight[dir]) {
 		struct proact__req *r = f->head[dir];
-		if (!r)
+		if (!r || held_back(f, dir, r))
 			return;
+		if (r->op == PROACT_OP_SHUTDOWN) { /* every earlier write is out: no kernel wait */
+			finish(w, r, shutdown(f->fd, SHUT_WR) == 0 ? 0 : errno);
+			continue;
+		}
 		if (dir == PROACT__WR && (f->flags & PROACT__F_CUT)) {
 			finish(w, r, EPIPE);
 			continue;
@@ -309,7 +406,10 @@ static void io_settle(struct proact_watcher *w, struct proact__fd *f, int dir, s
 		mark_starved(w, f);
 		return;
 	}
-	if (f->cancel[dir]) {
+	if (f->cancel[dir] && r->op == PROACT_OP_ACCEPT && n >= 0) {
+		f->cancel[dir] = 0;
+		account(w, r, n); /* accepted all the same: the new fd must not be lost */
+	} else if (f->cancel[dir]) {
 		f->cancel[dir] = 0;
 		if (n > 0)
 			r->done += (size_t)n;
@@ -390,10 +490,12 @@ static void finish_close(struct proact_watcher *w, struct proact__fd *f)
 	cancel_queue(w, f, PROACT__WR);
 	w->be->fd_remove(w, f);
 	struct proact__req *c = f->close_req;
-	if (f->flags & PROACT__F_DETACH)
+	if (f->flags & PROACT__F_DETACH) {
 		fd_restore_blocking(f);
-	else
+	} else {
 		close(f->fd);
+		proact__resume_listeners(w); /* a descriptor is free for a paused accept */
+	}
 	fd_reset(f);
 	done_push(w, c);
 }
@@ -418,7 +520,7 @@ void proact__process_dirty(struct proact_watcher *w)
 		if (!w->dirty_head)
 			w->dirty_tail = NULL;
 		f->next_dirty = NULL;
-		f->flags &= (uint8_t)~PROACT__F_DIRTY;
+		f->flags &= (uint16_t)~PROACT__F_DIRTY;
 		if (f->state == PROACT__FD_CLOSING) {
 			start_close(w, f);
 		} else if (f->state == PROACT__FD_ACTIVE) {
@@ -484,6 +586,39 @@ static int validate_iov(const struct proact_request *q, size_t *total)
 	return sum ? 0 : -EINVAL;
 }
 
+/* An address is either absent (NULL, 0) or present with a length. */
+static bool addr_ok(const struct proact_request *q, bool required)
+{
+	if (!q->addr)
+		return !required && q->addrlen == 0;
+	return q->addrlen > 0;
+}
+
+static int validate_lifecycle(const struct proact_request *q)
+{
+	if (q->flags)
+		return -EINVAL;
+	bool no_buf = !q->buf && q->len == 0;
+	switch (q->op) {
+	case PROACT_OP_ACCEPT:
+		return no_buf && addr_ok(q, false) ? 0 : -EINVAL;
+	case PROACT_OP_CONNECT:
+		return no_buf && addr_ok(q, true) ? 0 : -EINVAL;
+	case PROACT_OP_SHUTDOWN:
+		return no_buf && !q->addr && !q->addrlen ? 0 : -EINVAL;
+	case PROACT_OP_RECVFROM:
+		if (q->buf && (q->len == 0 || q->len > SSIZE_MAX))
+			return -EINVAL;
+		return addr_ok(q, false) ? 0 : -EINVAL;
+	case PROACT_OP_SENDTO:
+		if (!q->buf || q->len == 0 || q->len > SSIZE_MAX)
+			return -EINVAL;
+		return addr_ok(q, false) ? 0 : -EINVAL;
+	default:
+		return -EINVAL;
+	}
+}
+
 /* Checks what needs no lock: the request's own fields. */
 int proact__validate(const struct proact_watcher *w, const struct proact_request *q)
 {
@@ -512,9 +647,16 @@ int proact__validate(const struct proact_watcher *w, const struct proact_request
 			return rc;
 		break;
 	}
-	default:
-		return -EINVAL;
+	default: {
+		int rc = validate_lifecycle(q);
+		if (rc)
+			return rc;
 	}
+	}
+	if (q->op != PROACT_OP_WRITEV && (q->iov || q->iovcnt))
+		return -EINVAL;
+	if (q->op <= PROACT_OP_WRITEV && (q->addr || q->addrlen))
+		return -EINVAL;
 	if (q->fd < 0)
 		return -EBADF;
 	return 0;
@@ -595,6 +737,7 @@ static void fill_req(struct proact__req *r, const struct proact_request *q)
 	r->fdnum = q->fd;
 	r->ctx = q->ctx;
 	r->deadline = q->deadline;
+	r->addr = q->addr;
 	if (q->op == PROACT_OP_WRITEV) {
 		size_t total = 0;
 		for (int i = 0; i < q->iovcnt; i++)
@@ -605,6 +748,7 @@ static void fill_req(struct proact__req *r, const struct proact_request *q)
 	} else {
 		r->buf = q->buf;
 		r->len = q->len;
+		r->addrlen = q->addrlen;
 	}
 }
 
@@ -612,7 +756,8 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 {
 	if (w->closed)
 		return -ESHUTDOWN;
-	if (q->op == PROACT_OP_READ && !q->buf && w->pool.count == 0)
+	bool pool_read = (q->op == PROACT_OP_READ || q->op == PROACT_OP_RECVFROM) && !q->buf;
+	if (pool_read && w->pool.count == 0)
 		return -ENOBUFS;
 	struct proact__fd *f;
 	int rc = fd_register(w, q->fd, &f);
@@ -626,9 +771,11 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 	if (!r)
 		return -ENOMEM;
 	fill_req(r, q);
-	if (r->op == PROACT_OP_READ && !r->buf && (r->len == 0 || r->len > w->pool.size))
+	if (pool_read && (r->len == 0 || r->len > w->pool.size))
 		r->len = w->pool.size;
-	if (r->op != PROACT_OP_READ && (rc = hold_pool(w, r)) != 0) {
+	bool sends =
+	    r->op == PROACT_OP_WRITE || r->op == PROACT_OP_WRITEV || r->op == PROACT_OP_SENDTO;
+	if (sends && (rc = hold_pool(w, r)) != 0) {
 		proact__req_release(w, r);
 		return rc;
 	}
@@ -640,6 +787,8 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 	int dir = dir_of(r);
 	r->f = f;
 	queue_push(f, dir, r);
+	if (r->op == PROACT_OP_CONNECT)
+		f->flags |= PROACT__F_CONNECT;
 	f->pending++;
 	w->pending++;
 	if (f->head[dir] == r)
@@ -663,10 +812,22 @@ int proact__deliver(struct proact_watcher *w, struct proact_completion *out, int
 		    .op = r->op,
 		    .error = r->error,
 		    .ctx = r->ctx,
-		    .buf = r->op == PROACT_OP_FREE || r->op == PROACT_OP_DETACH ? NULL : r->buf,
+		    .buf = r->buf,
 		    .size = r->done,
+		    .newfd = -1,
 		};
-		if (r->flags & PROACT_FULL)
+		if (r->op == PROACT_OP_ACCEPT) {
+			c->newfd = r->error ? -1 : (int)r->done;
+			c->size = 0;
+		}
+		if ((r->op == PROACT_OP_ACCEPT || r->op == PROACT_OP_RECVFROM) && r->addr &&
+		    !r->error)
+			c->addrlen = r->addrlen;
+		if (r->flags & PROACT__R_TRUNC) {
+			c->flags |= PROACT_COMP_TRUNC;
+			c->addrlen = r->addr ? r->addrlen : 0;
+		}
+		if ((r->flags & PROACT_FULL) && r->op == PROACT_OP_READ)
 			c->flags |= PROACT_COMP_FULL;
 		if (r->pool >= 0)
 			c->flags |= PROACT_COMP_POOL;
@@ -688,6 +849,8 @@ void proact__drop_all(struct proact_watcher *w)
 	w->held = NULL;
 	w->dirty_head = w->dirty_tail = NULL;
 	w->starved_head = w->starved_tail = NULL;
+	w->paused_head = NULL;
+	w->paused_until = 0;
 	w->heap.n = 0;
 	w->pending = 0;
 }

@@ -253,6 +253,57 @@ static int close_common(proact_watcher *w, int fd, void *ctx, bool detach)
 	return rc;
 }
 
+int proact_accept(proact_watcher *w, int fd, struct sockaddr *addr, uint32_t addrlen, void *ctx)
+{
+	struct proact_request q = {
+	    .fd = fd, .op = PROACT_OP_ACCEPT, .addr = addr, .addrlen = addrlen, .ctx = ctx};
+	return submit_one(w, &q);
+}
+
+int proact_connect(proact_watcher *w, int fd, const struct sockaddr *addr, uint32_t addrlen,
+                   uint64_t deadline, void *ctx)
+{
+	struct proact_request q = {.fd = fd,
+	                           .op = PROACT_OP_CONNECT,
+	                           .addr = (struct sockaddr *)addr,
+	                           .addrlen = addrlen,
+	                           .deadline = deadline,
+	                           .ctx = ctx};
+	return submit_one(w, &q);
+}
+
+int proact_shutdown_write(proact_watcher *w, int fd, void *ctx)
+{
+	struct proact_request q = {.fd = fd, .op = PROACT_OP_SHUTDOWN, .ctx = ctx};
+	return submit_one(w, &q);
+}
+
+int proact_recvfrom(proact_watcher *w, int fd, void *buf, size_t len, struct sockaddr *addr,
+                    uint32_t addrlen, void *ctx)
+{
+	struct proact_request q = {.fd = fd,
+	                           .op = PROACT_OP_RECVFROM,
+	                           .buf = buf,
+	                           .len = len,
+	                           .addr = addr,
+	                           .addrlen = addrlen,
+	                           .ctx = ctx};
+	return submit_one(w, &q);
+}
+
+int proact_sendto(proact_watcher *w, int fd, const void *buf, size_t len,
+                  const struct sockaddr *addr, uint32_t addrlen, void *ctx)
+{
+	struct proact_request q = {.fd = fd,
+	                           .op = PROACT_OP_SENDTO,
+	                           .buf = (void *)buf,
+	                           .len = len,
+	                           .addr = (struct sockaddr *)addr,
+	                           .addrlen = addrlen,
+	                           .ctx = ctx};
+	return submit_one(w, &q);
+}
+
 int proact_free(proact_watcher *w, int fd, void *ctx)
 {
 	return close_common(w, fd, ctx, false);
@@ -283,8 +334,11 @@ static int64_t poll_timeout(struct proact_watcher *w, uint64_t now, uint64_t end
 {
 	int64_t t = forever ? -1 : (int64_t)(end > now ? end - now : 0);
 	struct proact__req *next = proact__heap_min(&w->heap);
-	if (next) {
-		int64_t d = next->deadline > now ? (int64_t)(next->deadline - now) : 0;
+	uint64_t wake = next ? next->deadline : 0;
+	if (w->paused_until && (!wake || w->paused_until < wake))
+		wake = w->paused_until;
+	if (wake) {
+		int64_t d = wake > now ? (int64_t)(wake - now) : 0;
 		if (t < 0 || d < t)
 			t = d;
 	}
@@ -300,6 +354,10 @@ static int run(struct proact_watcher *w, int timeout_ms)
 		proact__process_dirty(w);
 		uint64_t now = proact_now();
 		proact__expire(w, now);
+		if (w->paused_until && now >= w->paused_until) {
+			proact__resume_listeners(w);
+			proact__process_dirty(w);
+		}
 		if (w->closed)
 			return -ESHUTDOWN;
 		int64_t t;

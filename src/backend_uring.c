@@ -23,6 +23,7 @@
 
 #include <liburing.h>
 
+#include "fault_uring.h"
 #include "internal.h"
 
 #define RING_ENTRIES 4096u
@@ -50,7 +51,8 @@ struct uring_state {
 	   completion, so a datagram receive keeps its own, per fd, until then. */
 	struct dgram_hdr **dgram;
 	uint32_t ndgram;
-	bool poll_first; /* NULL-buffer reads of idle fds poll before the receive */
+	bool poll_first;             /* NULL-buffer reads of idle fds poll before the receive */
+	struct proact__ufault fault; /* tests only: PROACT_URING_FAULTS (fault_uring.c) */
 };
 
 struct dgram_hdr {
@@ -76,7 +78,8 @@ static uint64_t pack(int kind, const struct proact__fd *f)
 /* An SQE; a full submission queue is flushed to the kernel first. */
 static struct io_uring_sqe *sqe_get(struct uring_state *s)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+	struct io_uring_sqe *sqe =
+	    s->fault.on && proact__ufault_sq_full(&s->fault) ? NULL : io_uring_get_sqe(&s->ring);
 	if (!sqe) {
 		io_uring_submit(&s->ring);
 		sqe = io_uring_get_sqe(&s->ring);
@@ -205,6 +208,7 @@ static int ur_init(struct proact_watcher *w)
 	   trades that memory for one kernel round trip less per idle read. */
 	const char *mode = getenv("PROACT_URING_POOL_READ");
 	s->poll_first = !(mode && strcmp(mode, "recv") == 0);
+	proact__ufault_init(&s->fault);
 	w->bstate = s;
 	return 0;
 }
@@ -371,6 +375,8 @@ static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 	}
 	f->seq[dir]++;
 	io_uring_sqe_set_data64(sqe, pack(dir == PROACT__RD ? KIND_READ : KIND_WRITE, f));
+	if (s->fault.on)
+		proact__ufault_sqe(&s->fault, sqe, f->flags & PROACT__F_STREAM);
 	return PROACT__INFLIGHT;
 }
 
@@ -439,6 +445,9 @@ static void reap(struct proact_watcher *w)
 	unsigned head, seen = 0;
 	io_uring_for_each_cqe(&s->ring, head, cqe)
 	{
+		struct io_uring_cqe copy; /* the loop sets cqe from head again each round */
+		if (s->fault.on)
+			cqe = proact__ufault_cqe(cqe, &copy);
 		uint64_t ud = io_uring_cqe_get_data64(cqe);
 		int kind = (int)(ud >> 56);
 		seen++;
@@ -466,8 +475,25 @@ static void arm_wakeup(struct uring_state *s)
 	s->wake_armed = true;
 }
 
-/* Blocks for at least one CQE without touching the rings' user-space state. */
-static int wait_events(struct uring_state *s, int64_t timeout_ns)
+/* Publishes the prepared SQEs to the kernel; returns how many it has not consumed. */
+static unsigned flush_sq(struct io_uring *ring)
+{
+	struct io_uring_sq *sq = &ring->sq;
+	unsigned tail = sq->sqe_tail;
+	if (sq->sqe_head != tail) {
+		sq->sqe_head = tail;
+		io_uring_smp_store_release(sq->ktail, tail);
+	}
+	return tail - io_uring_smp_load_acquire(sq->khead);
+}
+
+/*
+ * Submits the flushed SQEs and blocks for at least one CQE in one
+ * io_uring_enter. Runs without the lock, so it touches no user-space ring
+ * state: the SQ was flushed under the lock, and a thread shutting the watcher
+ * down may use the rings meanwhile.
+ */
+static int submit_and_wait(struct uring_state *s, unsigned to_submit, int64_t timeout_ns)
 {
 	struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000,
 	                               .tv_nsec = timeout_ns % 1000000000};
@@ -475,24 +501,25 @@ static int wait_events(struct uring_state *s, int64_t timeout_ns)
 	    .sigmask_sz = _NSIG / 8,
 	    .ts = timeout_ns < 0 ? 0 : (uint64_t)(uintptr_t)&ts,
 	};
-	int rc = io_uring_enter2((unsigned)s->ring.ring_fd, 0, 1,
+	int rc = io_uring_enter2((unsigned)s->ring.ring_fd, to_submit, 1,
 	                         IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, (sigset_t *)&arg,
 	                         sizeof(arg));
-	return rc < 0 && rc != -ETIME && rc != -EINTR ? rc : 0;
+	return rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY ? rc : 0;
 }
 
 static int ur_poll(struct proact_watcher *w, int64_t timeout_ns)
 {
 	struct uring_state *s = state(w);
 	arm_wakeup(s);
-	int rc = io_uring_submit(&s->ring);
-	if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
-		return rc;
-	rc = 0;
-	if (timeout_ns != 0 && io_uring_cq_ready(&s->ring) == 0) {
+	int rc;
+	if (timeout_ns == 0 || io_uring_cq_ready(&s->ring) > 0) {
+		rc = io_uring_submit(&s->ring);
+		rc = rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY ? rc : 0;
+	} else {
+		unsigned to_submit = flush_sq(&s->ring);
 		w->sleeping = true;
 		proact__unlock(w);
-		rc = wait_events(s, timeout_ns);
+		rc = submit_and_wait(s, to_submit, timeout_ns);
 		proact__lock(w);
 		w->sleeping = false;
 	}

@@ -15,13 +15,13 @@
 #ifndef PROACT_INTERNAL_H
 #define PROACT_INTERNAL_H
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "lock.h"
 #include "proact.h"
 
 enum { PROACT__RD = 0, PROACT__WR = 1 };
@@ -149,7 +149,7 @@ int proact__uring_probe(void);
 struct proact__req_chunk;
 
 struct proact_watcher {
-	pthread_mutex_t lock;
+	proact__mutex lock;
 	const struct proact__backend *be;
 	void *bstate;
 
@@ -177,9 +177,15 @@ struct proact_watcher {
 	uint8_t poll_skips;
 };
 
-/* watcher.c */
-void proact__lock(struct proact_watcher *w);
-void proact__unlock(struct proact_watcher *w);
+static inline void proact__lock(struct proact_watcher *w)
+{
+	proact__mutex_lock(&w->lock);
+}
+
+static inline void proact__unlock(struct proact_watcher *w)
+{
+	proact__mutex_unlock(&w->lock);
+}
 
 /* request.c: the engine the backends drive. */
 struct proact__fd *proact__fd_lookup(struct proact_watcher *w, int fd);

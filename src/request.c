@@ -41,9 +41,7 @@ struct proact__req *proact__req_alloc(struct proact_watcher *w)
 	}
 	struct proact__req *r = w->spare;
 	w->spare = r->next;
-	memset(r, 0, sizeof(*r));
-	r->heap_idx = PROACT__NO_HEAP;
-	r->pool = -1;
+	*r = (struct proact__req){.heap_idx = PROACT__NO_HEAP, .pool = -1};
 	return r;
 }
 

@@ -17,16 +17,6 @@
    one non-blocking poll keeps other fds from starving behind a busy one. */
 #define MAX_POLL_SKIPS 8
 
-void proact__lock(struct proact_watcher *w)
-{
-	pthread_mutex_lock(&w->lock);
-}
-
-void proact__unlock(struct proact_watcher *w)
-{
-	pthread_mutex_unlock(&w->lock);
-}
-
 /* ---- backend choice ---- */
 
 static const struct proact__backend *backend_named(const char *name)
@@ -102,14 +92,12 @@ int proact_watcher_new(proact_watcher **out, const struct proact_options *opts)
 		free(w);
 		return rc;
 	}
-	pthread_mutex_init(&w->lock, NULL);
 	const char *name = opts && opts->backend ? opts->backend : getenv("PROACT_BACKEND");
 	if (name && !*name)
 		name = NULL;
 	rc = backend_start(w, name);
 	if (rc) {
 		proact__pool_destroy(&w->pool);
-		pthread_mutex_destroy(&w->lock);
 		free(w);
 		return rc;
 	}
@@ -154,7 +142,6 @@ void proact_watcher_destroy(proact_watcher *w)
 	for (uint32_t c = 0; c < w->fdtab_chunks; c++)
 		free(w->fdtab[c]);
 	free(w->fdtab);
-	pthread_mutex_destroy(&w->lock);
 	free(w);
 }
 
@@ -345,15 +332,21 @@ static int64_t poll_timeout(struct proact_watcher *w, uint64_t now, uint64_t end
 	return t;
 }
 
-/* Runs I/O until a completion is ready, the time is up, or a wakeup. */
+/*
+ * Runs I/O until a completion is ready, the time is up, or a wakeup. The
+ * clock is read only when something depends on it (deadlines, a paused
+ * listener, a bounded wait that may block): a busy loop with completions
+ * ready and no deadlines never reads it.
+ */
 static int run(struct proact_watcher *w, int timeout_ms)
 {
 	bool forever = timeout_ms < 0, polled = false;
-	uint64_t end = forever ? 0 : proact_now() + (uint64_t)timeout_ms * 1000000u;
+	uint64_t end = 0;
 	for (;;) {
 		proact__process_dirty(w);
-		uint64_t now = proact_now();
-		proact__expire(w, now);
+		uint64_t now = w->heap.n || w->paused_until ? proact_now() : 0;
+		if (w->heap.n)
+			proact__expire(w, now);
 		if (w->paused_until && now >= w->paused_until) {
 			proact__resume_listeners(w);
 			proact__process_dirty(w);
@@ -365,9 +358,13 @@ static int run(struct proact_watcher *w, int timeout_ms)
 			if (polled || ++w->poll_skips < MAX_POLL_SKIPS)
 				return 0;
 			t = 0;
-		} else if (polled && !forever && now >= end) {
-			return 0;
 		} else {
+			if (!forever) {
+				now = now ? now : proact_now();
+				end = end ? end : now + (uint64_t)timeout_ms * 1000000u;
+				if (polled && now >= end)
+					return 0;
+			}
 			t = poll_timeout(w, now, end, forever);
 		}
 		w->poll_skips = 0;

@@ -267,6 +267,9 @@ PROACT_API int proact_submit(proact_watcher *w, const struct proact_request *req
  * resubmits at once does not spin. The pending connection stays in the
  * listen queue and the listener stays open.
  * A peer that reset before being accepted (ECONNABORTED) is skipped silently.
+ * On io_uring one multishot accept serves the listener while accepts are
+ * queued; the kernel may take a few more connections before it stops: they
+ * wait in the watcher for the next accept (or are closed with the listener).
  *
  * @addr: the watcher's until the completion is delivered.
  * Returns 0 or the errors of proact_read() (-EINVAL: @addr not NULL with

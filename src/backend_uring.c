@@ -34,7 +34,7 @@
 /* user_data: fd in bits 0-31, the registration's generation in 32-47, the
    direction's op number in 48-55, the kind above: a late cancel or CQE can
    never be taken for the op that follows it on the same fd. */
-enum { KIND_READ = 0, KIND_WRITE = 1, KIND_CANCEL = 2, KIND_WAKE = 3 };
+enum { KIND_READ = 0, KIND_WRITE = 1, KIND_CANCEL = 2, KIND_WAKE = 3, KIND_ACCEPT = 4 };
 
 struct uring_state {
 	struct io_uring ring;
@@ -47,17 +47,25 @@ struct uring_state {
 	unsigned br_entries;
 	struct msghdr *msgs; /* one per SQ slot: stable until submission */
 	struct iovec *iovs;  /* one per SQ slot, for single-buffer sendmsg */
-	/* recvmsg writes the sender's address length back into its msghdr at
-	   completion, so a datagram receive keeps its own, per fd, until then. */
-	struct dgram_hdr **dgram;
-	uint32_t ndgram;
+	/* Per-fd state of datagram sockets and listeners, made on first use. */
+	struct fd_extra **extra;
+	uint32_t nextra;
+	bool single_accept;          /* the kernel has no multishot accept */
 	bool poll_first;             /* NULL-buffer reads of idle fds poll before the receive */
 	struct proact__ufault fault; /* tests only: PROACT_URING_FAULTS (fault_uring.c) */
 };
 
-struct dgram_hdr {
+struct fd_extra {
+	/* recvmsg writes the sender's address length back into its msghdr at
+	   completion, so a datagram receive keeps its own until then. */
 	struct msghdr m;
 	struct iovec iov;
+	/* A listener's multishot accept: armed while accept requests wait. The
+	   kernel may still hand over a connection before a disarm takes effect:
+	   it waits in the stash for the next accept request. */
+	bool armed, disarming;
+	uint32_t nstash, stash_head, stash_cap; /* a ring of accepted fds */
+	int *stash;
 };
 
 /* f->ready[PROACT__RD] here: 0 idle (poll first), 1 data likely, POLLING a poll is in flight. */
@@ -166,6 +174,25 @@ static int bufring_setup(struct proact_watcher *w, struct uring_state *s)
 	return 0;
 }
 
+static void stash_close(struct fd_extra *x)
+{
+	for (; x->nstash > 0; x->nstash--) {
+		close(x->stash[x->stash_head]);
+		x->stash_head = (x->stash_head + 1) % x->stash_cap;
+	}
+	free(x->stash);
+}
+
+/* Connections still stashed when the listener goes are closed, like a backlog. */
+static void extra_free(struct uring_state *s, uint32_t fd)
+{
+	if (!s->extra[fd])
+		return;
+	stash_close(s->extra[fd]);
+	free(s->extra[fd]);
+	s->extra[fd] = NULL;
+}
+
 static void ur_destroy_state(struct uring_state *s)
 {
 	if (s->br) {
@@ -175,12 +202,29 @@ static void ur_destroy_state(struct uring_state *s)
 	io_uring_queue_exit(&s->ring);
 	if (s->evfd >= 0)
 		close(s->evfd);
-	for (uint32_t i = 0; i < s->ndgram; i++)
-		free(s->dgram[i]);
-	free(s->dgram);
+	for (uint32_t i = 0; i < s->nextra; i++)
+		extra_free(s, i);
+	free(s->extra);
 	free(s->msgs);
 	free(s->iovs);
 	free(s);
+}
+
+/* Kernels before 5.19 refuse a multishot accept as invalid; newer ones
+   refuse one on an eventfd as not a socket. */
+static bool multishot_accept_works(struct uring_state *s)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+	struct io_uring_cqe *cqe;
+	if (!sqe)
+		return false;
+	io_uring_prep_multishot_accept(sqe, s->evfd, NULL, NULL, 0);
+	io_uring_sqe_set_data64(sqe, (uint64_t)KIND_CANCEL << 56);
+	if (io_uring_submit_and_wait(&s->ring, 1) < 1 || io_uring_wait_cqe(&s->ring, &cqe) != 0)
+		return false;
+	int res = cqe->res;
+	io_uring_cqe_seen(&s->ring, cqe);
+	return res != -EINVAL;
 }
 
 static int ur_init(struct proact_watcher *w)
@@ -208,6 +252,7 @@ static int ur_init(struct proact_watcher *w)
 	   trades that memory for one kernel round trip less per idle read. */
 	const char *mode = getenv("PROACT_URING_POOL_READ");
 	s->poll_first = !(mode && strcmp(mode, "recv") == 0);
+	s->single_accept = !multishot_accept_works(s);
 	proact__ufault_init(&s->fault);
 	w->bstate = s;
 	return 0;
@@ -228,28 +273,26 @@ static int ur_fd_add(struct proact_watcher *w, struct proact__fd *f)
 
 static void ur_fd_remove(struct proact_watcher *w, struct proact__fd *f)
 {
-	struct uring_state *s = state(w); /* nothing of f is in the kernel any more */
-	if ((uint32_t)f->fd < s->ndgram) {
-		free(s->dgram[f->fd]);
-		s->dgram[f->fd] = NULL;
-	}
+	struct uring_state *s = state(w);
+	if ((uint32_t)f->fd < s->nextra)
+		extra_free(s, (uint32_t)f->fd);
 }
 
-/* The msghdr of fd's datagram receives, made on first use. */
-static struct dgram_hdr *dgram_hdr(struct uring_state *s, int fd)
+/* The extra state of fd, made on first use. */
+static struct fd_extra *extra_of(struct uring_state *s, int fd)
 {
-	if ((uint32_t)fd >= s->ndgram) {
-		uint32_t n = (uint32_t)fd + 1 > s->ndgram * 2 ? (uint32_t)fd + 1 : s->ndgram * 2;
-		struct dgram_hdr **t = realloc(s->dgram, n * sizeof(*t));
+	if ((uint32_t)fd >= s->nextra) {
+		uint32_t n = (uint32_t)fd + 1 > s->nextra * 2 ? (uint32_t)fd + 1 : s->nextra * 2;
+		struct fd_extra **t = realloc(s->extra, n * sizeof(*t));
 		if (!t)
 			return NULL;
-		memset(t + s->ndgram, 0, (n - s->ndgram) * sizeof(*t));
-		s->dgram = t;
-		s->ndgram = n;
+		memset(t + s->nextra, 0, (n - s->nextra) * sizeof(*t));
+		s->extra = t;
+		s->nextra = n;
 	}
-	if (!s->dgram[fd])
-		s->dgram[fd] = calloc(1, sizeof(struct dgram_hdr));
-	return s->dgram[fd];
+	if (!s->extra[fd])
+		s->extra[fd] = calloc(1, sizeof(struct fd_extra));
+	return s->extra[fd];
 }
 
 /* ---- I/O ---- */
@@ -258,7 +301,7 @@ static struct dgram_hdr *dgram_hdr(struct uring_state *s, int fd)
 static int prep_recvfrom(struct uring_state *s, struct io_uring_sqe *sqe,
                          const struct proact__fd *f, const struct proact__req *r)
 {
-	struct dgram_hdr *h = dgram_hdr(s, f->fd);
+	struct fd_extra *h = extra_of(s, f->fd);
 	if (!h)
 		return -ENOMEM;
 	h->iov = (struct iovec){.iov_base = r->buf, .iov_len = r->len};
@@ -361,9 +404,142 @@ static int prep_io(struct uring_state *s, struct io_uring_sqe *sqe, struct proac
 	return 0;
 }
 
+/* ---- accept: one multishot accept per listener, while requests wait ---- */
+
+/* The kernel may take a whole listen backlog in one go: the stash grows. */
+static bool stash_grow(struct fd_extra *x)
+{
+	uint32_t cap = x->stash_cap ? x->stash_cap * 2 : 16;
+	int *t = malloc(cap * sizeof(*t));
+	if (!t)
+		return false;
+	for (uint32_t i = 0; i < x->nstash; i++)
+		t[i] = x->stash[(x->stash_head + i) % x->stash_cap];
+	free(x->stash);
+	x->stash = t;
+	x->stash_cap = cap;
+	x->stash_head = 0;
+	return true;
+}
+
+static void stash_push(struct fd_extra *x, int fd)
+{
+	if (x->nstash == x->stash_cap && !stash_grow(x)) {
+		close(fd); /* out of memory: the peer sees a reset */
+		return;
+	}
+	x->stash[(x->stash_head + x->nstash) % x->stash_cap] = fd;
+	x->nstash++;
+}
+
+static int stash_pop(struct fd_extra *x)
+{
+	int fd = x->stash[x->stash_head];
+	x->stash_head = (x->stash_head + 1) % x->stash_cap;
+	x->nstash--;
+	return fd;
+}
+
+/* A multishot accept cannot share one address buffer: ask the socket. */
+static void peer_addr(struct proact__req *r, int fd)
+{
+	if (!r->addr)
+		return;
+	socklen_t len = r->addrlen;
+	r->addrlen = getpeername(fd, r->addr, &len) == 0 ? len : 0;
+}
+
+static ssize_t accept_io(struct uring_state *s, struct proact__fd *f, struct proact__req *r)
+{
+	struct fd_extra *x = extra_of(s, f->fd);
+	if (!x)
+		return -ENOMEM;
+	if (x->nstash) {
+		int fd = stash_pop(x);
+		peer_addr(r, fd);
+		return fd;
+	}
+	if (x->armed) /* also while disarming: its last CQE arms it again */
+		return PROACT__INFLIGHT;
+	struct io_uring_sqe *sqe = sqe_get(s);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_multishot_accept(sqe, f->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, pack(KIND_ACCEPT, f));
+	x->armed = true;
+	return PROACT__INFLIGHT;
+}
+
+static void disarm(struct uring_state *s, struct proact__fd *f, struct fd_extra *x)
+{
+	if (!x->armed || x->disarming)
+		return;
+	struct io_uring_sqe *sqe = sqe_get(s);
+	if (!sqe)
+		return;
+	io_uring_prep_cancel64(sqe, pack(KIND_ACCEPT, f), 0);
+	io_uring_sqe_set_data64(sqe, (uint64_t)KIND_CANCEL << 56);
+	x->disarming = true;
+}
+
+static bool accept_waiting(const struct proact__fd *f)
+{
+	const struct proact__req *r = f->head[PROACT__RD];
+	return r && r->op == PROACT_OP_ACCEPT && f->inflight[PROACT__RD];
+}
+
+/* Errors after which the same accept simply goes on. */
+static bool accept_transient(int res)
+{
+	return res == -ECONNABORTED || res == -EAGAIN || res == -EINTR || res == -ECANCELED;
+}
+
+/* Gives a connection to the waiting request, or to the stash. */
+static void accept_conn(struct proact_watcher *w, struct proact__fd *f, struct fd_extra *x, int fd,
+                        bool more)
+{
+	if (accept_waiting(f) && !f->cancel[PROACT__RD]) {
+		peer_addr(f->head[PROACT__RD], fd);
+		proact__io_done(w, f, PROACT__RD, fd);
+		return;
+	}
+	stash_push(x, fd);
+	if (accept_waiting(f) && !more) /* cancelled, and the kernel is done with it */
+		proact__io_done(w, f, PROACT__RD, -ECANCELED);
+}
+
+static void accept_result(struct proact_watcher *w, uint64_t ud, const struct io_uring_cqe *cqe)
+{
+	struct uring_state *s = state(w);
+	struct proact__fd *f = proact__fd_lookup(w, (int)(uint32_t)ud);
+	int res = cqe->res;
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+	if (!f || ud != pack(KIND_ACCEPT, f) || (uint32_t)f->fd >= s->nextra || !s->extra[f->fd]) {
+		if (res >= 0)
+			close(res); /* its listener is gone */
+		return;
+	}
+	struct fd_extra *x = s->extra[f->fd];
+	if (!more)
+		x->armed = x->disarming = false;
+	if (res >= 0) {
+		accept_conn(w, f, x, res, more);
+	} else if (accept_waiting(f) && (f->cancel[PROACT__RD] || !accept_transient(res))) {
+		proact__io_done(w, f, PROACT__RD, res); /* EMFILE..., or the core's cancel */
+	} else if (accept_waiting(f) && !more) {
+		f->inflight[PROACT__RD] = 0; /* ended while a request waits: arm again */
+		proact__progress(w, f, PROACT__RD);
+	}
+	/* Leave no multishot armed with nobody waiting: the kernel would accept on. */
+	if (f->state == PROACT__FD_ACTIVE && s->extra[f->fd] && !accept_waiting(f))
+		disarm(s, f, s->extra[f->fd]);
+}
+
 static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, struct proact__req *r)
 {
 	struct uring_state *s = state(w);
+	if (r->op == PROACT_OP_ACCEPT && !s->single_accept)
+		return accept_io(s, f, r);
 	struct io_uring_sqe *sqe = sqe_get(s);
 	if (!sqe)
 		return -EBUSY;
@@ -383,6 +559,11 @@ static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 static void ur_cancel(struct proact_watcher *w, struct proact__fd *f, int dir)
 {
 	struct uring_state *s = state(w);
+	if (dir == PROACT__RD && f->head[dir]->op == PROACT_OP_ACCEPT && !s->single_accept) {
+		if ((uint32_t)f->fd < s->nextra && s->extra[f->fd])
+			disarm(s, f, s->extra[f->fd]);
+		return;
+	}
 	struct io_uring_sqe *sqe = sqe_get(s);
 	if (!sqe)
 		return;
@@ -422,7 +603,7 @@ static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uri
 		res = PROACT__NOPOOL;
 	}
 	if (r->op == PROACT_OP_RECVFROM && res >= 0 && r->addr)
-		r->addrlen = state(w)->dgram[f->fd]->m.msg_namelen;
+		r->addrlen = state(w)->extra[f->fd]->m.msg_namelen;
 	bool again = res == -EAGAIN || res == -EINTR;
 	if (r->op == PROACT_OP_CONNECT)
 		again = false; /* EAGAIN: a Unix-domain listener's backlog is full */
@@ -451,13 +632,19 @@ static void reap(struct proact_watcher *w)
 		uint64_t ud = io_uring_cqe_get_data64(cqe);
 		int kind = (int)(ud >> 56);
 		seen++;
-		s->outstanding--;
+		if (!(cqe->flags & IORING_CQE_F_MORE))
+			s->outstanding--;
 		if (kind == KIND_WAKE) {
 			s->wake_armed = false;
 			w->wake_sent = false;
 		} else if (kind == KIND_READ || kind == KIND_WRITE) {
 			if (!w->closed)
 				io_result(w, ud, cqe);
+		} else if (kind == KIND_ACCEPT) {
+			if (!w->closed)
+				accept_result(w, ud, cqe);
+			else if (cqe->res >= 0)
+				close(cqe->res);
 		}
 	}
 	io_uring_cq_advance(&s->ring, seen);
@@ -550,9 +737,13 @@ static void ur_quiesce(struct proact_watcher *w)
 		if (rc < 0 && rc != -EINTR)
 			break;
 		while (io_uring_peek_cqe(&s->ring, &cqe) == 0) {
-			if ((io_uring_cqe_get_data64(cqe) >> 56) == KIND_WAKE)
+			uint64_t kind = io_uring_cqe_get_data64(cqe) >> 56;
+			if (kind == KIND_WAKE)
 				s->wake_armed = false;
-			s->outstanding--;
+			if (kind == KIND_ACCEPT && cqe->res >= 0)
+				close(cqe->res); /* accepted while shutting down: nobody asked */
+			if (!(cqe->flags & IORING_CQE_F_MORE))
+				s->outstanding--;
 			io_uring_cqe_seen(&s->ring, cqe);
 		}
 	}

@@ -343,6 +343,63 @@ static void test_accept_emfile_pauses(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/*
+ * Connections that arrive in a burst while accepts are requested one at a
+ * time: every one is accepted exactly once (io_uring's multishot accept may
+ * take them before they are asked for), an accept with a deadline expires
+ * when nobody connects and the next one works, and freeing the listener
+ * leaves no descriptor behind.
+ */
+static void test_accept_one_at_a_time(void **state)
+{
+	(void)state;
+	enum { N = 40 };
+	int base = t_fd_count();
+	proact_watcher *w = t_watcher(NULL);
+	int port, l = t_listener(&port);
+	struct proact_completion c;
+
+	uint64_t dl = proact_deadline_in(50);
+	struct proact_request q = {.fd = l, .op = PROACT_OP_ACCEPT, .deadline = dl};
+	assert_int_equal(proact_submit(w, &q, 1), 1);
+	c = one(w);
+	assert_int_equal(c.op, PROACT_OP_ACCEPT);
+	assert_int_equal(c.error, ETIMEDOUT);
+	assert_int_equal(c.newfd, -1);
+
+	int clients[N], seen_port[N];
+	for (int i = 0; i < N; i++)
+		clients[i] = t_connect(port);
+	for (int i = 0; i < N; i++) {
+		struct sockaddr_in peer;
+		assert_int_equal(proact_accept(w, l, (struct sockaddr *)&peer, sizeof(peer), NULL),
+		                 0);
+		c = one(w);
+		assert_int_equal(c.error, 0);
+		assert_true(c.newfd >= 0);
+		assert_int_equal(c.addrlen, sizeof(peer));
+		seen_port[i] = ntohs(peer.sin_port);
+		for (int j = 0; j < i; j++)
+			assert_int_not_equal(seen_port[j], seen_port[i]); /* each one once */
+		close(c.newfd);
+	}
+	for (int i = 0; i < N; i++) /* arrive with no accept requested */
+		close(clients[i]);
+	for (int i = 0; i < 8; i++)
+		clients[i] = t_connect(port);
+	assert_int_equal(proact_accept(w, l, NULL, 0, NULL), 0);
+	c = one(w);
+	assert_int_equal(c.error, 0);
+	close(c.newfd);
+	assert_int_equal(proact_free(w, l, NULL), 0); /* the rest go with the listener */
+	c = one(w);
+	assert_int_equal(c.op, PROACT_OP_FREE);
+	for (int i = 0; i < 8; i++)
+		close(clients[i]);
+	proact_watcher_destroy(w);
+	assert_int_equal(t_fd_count(), base);
+}
+
 static int udp_socket(struct sockaddr_in *a)
 {
 	int fd = socket(AF_INET, SOCK_DGRAM, 0);
@@ -472,6 +529,7 @@ int main(void)
 	    cmocka_unit_test(test_connect_deadline),
 	    cmocka_unit_test(test_shutdown_after_writes),
 	    cmocka_unit_test(test_accept_emfile_pauses),
+	    cmocka_unit_test(test_accept_one_at_a_time),
 	    cmocka_unit_test(test_datagrams),
 	    cmocka_unit_test(test_bad_lifecycle_requests),
 	};

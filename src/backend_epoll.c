@@ -227,7 +227,7 @@ static ssize_t ep_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 		else
 			n = sys_write(f, r, (const char *)r->buf + r->done,
 			              (asked = r->len - r->done));
-	} while (n < 0 && errno == EINTR);
+	} while (n == -1 && errno == EINTR); /* not PROACT__NOPOOL with a stale errno */
 	if (n == PROACT__NOPOOL)
 		return n;
 	if (n < 0) {

@@ -466,6 +466,8 @@ static ssize_t accept_io(struct uring_state *s, struct proact__fd *f, struct pro
 		return -EBUSY;
 	io_uring_prep_multishot_accept(sqe, f->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, pack(KIND_ACCEPT, f));
+	if (s->fault.on)
+		proact__ufault_sqe(&s->fault, sqe, false);
 	x->armed = true;
 	return PROACT__INFLIGHT;
 }

@@ -280,9 +280,8 @@ static void test_shutdown_after_writes(void **state)
  * instead of spinning, and accepting resumes once a descriptor is freed.
  * Runs in a child with a low descriptor limit.
  */
-static int emfile_child(void)
+static int emfile_run(proact_watcher *w)
 {
-	proact_watcher *w = t_watcher(NULL);
 	int port, l = t_listener(&port);
 	int keep = t_connect(port); /* the client end stays open throughout */
 	int spare = socket(AF_INET, SOCK_STREAM, 0);
@@ -328,6 +327,14 @@ static int emfile_child(void)
 	}
 	(void)keep;
 	return 21;
+}
+
+static int emfile_child(void)
+{
+	proact_watcher *w = t_watcher(NULL);
+	int rc = emfile_run(w);
+	proact_watcher_destroy(w); /* a memory checker follows the child too */
+	return rc;
 }
 
 static void test_accept_emfile_pauses(void **state)

@@ -167,7 +167,7 @@ static void set_header(struct conn *c)
 {
 	c->hdr[0] = 'M';
 	for (int i = 1; i < 8; i++)
-		c->hdr[i] = (unsigned char)(c->id >> (8 * (i - 1)));
+		c->hdr[i] = (unsigned char)((uint64_t)c->id >> (8 * (i - 1)));
 	for (int i = 0; i < 8; i++)
 		c->hdr[8 + i] = (unsigned char)(c->seq >> (8 * i));
 }

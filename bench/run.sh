@@ -9,7 +9,13 @@
 #   --scenarios LIST  comma-separated subset of:
 #                     echo,conn,pingpong,idle,push,callgrind
 #   --servers LIST    comma-separated subset of:
-#                     proact-epoll,proact-uring,epoll,uring,libuv,libevent
+#                     proact-epoll,proact-uring,proact-epoll-t2,proact-uring-t2,
+#                     epoll,uring,libuv,libevent
+#                     (the -t2 servers run proact_echo with 2 threads, one
+#                     watcher and one SO_REUSEPORT listener each; they sit out
+#                     push, which needs one thread, and callgrind, see below)
+#   --out DIR         where the results go (default bench/results/<quick|full>;
+#                     a partial run elsewhere keeps the published results)
 #
 # Builds Release with -DPROACT_BENCH=ON into build/bench, then runs each
 # scenario against every server, alternating servers run by run (A B C A B C
@@ -27,15 +33,17 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ARGS="$*"
 MODE=full
 RUNS=""
+OUT_ARG=""
 SCENARIOS="echo,conn,pingpong,idle,push,callgrind"
-SERVERS="proact-epoll,proact-uring,epoll,uring,libuv,libevent"
+SERVERS="proact-epoll,proact-uring,proact-epoll-t2,proact-uring-t2,epoll,uring,libuv,libevent"
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) MODE=quick ;;
 	--runs) RUNS=$2; shift ;;
 	--scenarios) SCENARIOS=$2; shift ;;
 	--servers) SERVERS=$2; shift ;;
-	*) echo "usage: bash bench/run.sh [--quick] [--runs N] [--scenarios LIST] [--servers LIST]" >&2
+	--out) OUT_ARG=$2; shift ;;
+	*) echo "usage: bash bench/run.sh [--quick] [--runs N] [--scenarios LIST] [--servers LIST] [--out DIR]" >&2
 	   exit 2 ;;
 	esac
 	shift
@@ -63,7 +71,7 @@ fi
 
 BUILD=$ROOT/build/bench
 BIN=$BUILD/bench
-OUT=$ROOT/bench/results/$MODE
+OUT=${OUT_ARG:-$ROOT/bench/results/$MODE}
 TMP=$(mktemp -d /tmp/proact-bench.XXXXXX)
 PIDS=()
 
@@ -123,6 +131,8 @@ server_cmd() {
 	case $1 in
 	proact-epoll) echo "$BIN/proact_echo --backend epoll" ;;
 	proact-uring) echo "$BIN/proact_echo --backend io_uring" ;;
+	proact-epoll-t2) echo "$BIN/proact_echo --backend epoll --threads 2" ;;
+	proact-uring-t2) echo "$BIN/proact_echo --backend io_uring --threads 2" ;;
 	epoll) echo "$BIN/epoll_echo" ;;
 	uring) echo "$BIN/uring_echo" ;;
 	libuv) echo "$BIN/uv_echo" ;;
@@ -326,6 +336,8 @@ if has push; then
 	log "push: one message to each of 10,000 connections, $PUSHES pushes per run"
 	for run in $(seq "$RUNS"); do
 		for s in "${SRV_LIST[@]}"; do
+			# A broadcast reaches one watcher's connections: one thread only.
+			[[ $s == *-t2 ]] && continue
 			start_server "$s" --push || continue
 			load push-10k "$s" "$run" 60 --mode push --conns 10000 --size 64 \
 				--pushes "$PUSHES" || true
@@ -339,6 +351,10 @@ if has callgrind; then
 		read -r CG_A CG_B <<<"$CG_ROUNDS"
 		log "callgrind: user-space instructions per 64 B round trip ($CG_A vs $CG_B round trips)"
 		for s in "${SRV_LIST[@]}"; do
+			# Instructions per round trip do not depend on the thread count,
+			# and valgrind runs io_uring_enter holding its big lock: a second
+			# thread waiting in it starves the first.
+			[[ $s == *-t2 ]] && continue
 			IR_A=""
 			IR_B=""
 			for n in $CG_A $CG_B; do

@@ -2,6 +2,7 @@
  * echo_server - gaio's echo server, in C on proact.
  *
  *   echo_server [--host ADDR] [--port N] [--backend NAME] [--buffer BYTES]
+ *               [--threads N]
  *
  * Every connection carries one request at a time: a read, then a write of
  * exactly the bytes read, then the next read. With the default NULL-buffer
@@ -10,29 +11,36 @@
  * small struct and no read buffer. --buffer N gives each connection its own
  * N-byte buffer instead, for comparison.
  *
- * Accepting without an extra thread and without a polling timeout: the
- * listener is non-blocking and has O_ASYNC set, so the kernel raises SIGIO
- * whenever a connection arrives. SIGIO, SIGINT and SIGTERM are blocked and
- * read through a signalfd, and that signalfd is just one more descriptor with
- * a read pending on the watcher. A new connection therefore wakes
- * proact_wait() like any completion, and the loop accepts until EAGAIN:
- * accept latency is one wake-up, proact_wait() blocks with no timeout, and
- * SIGINT/SIGTERM are handled in the loop, not in a handler (proact_wakeup()
- * is not async-signal-safe). SIGIO is a standard signal, so arrivals while
- * one is pending coalesce; that is harmless because every wake-up drains the
- * whole accept queue. Should O_ASYNC be refused, the loop falls back to
- * accepting every round with a short wait timeout.
+ * Accepting is one more request: a few proact_accept() calls stay pending on
+ * the listener, and each completion brings a new socket and is resubmitted.
+ * Out of descriptors, proact pauses the listener by itself, so the loop
+ * needs no timer and proact_wait() blocks with no timeout.
+ *
+ * --threads N runs N watchers, one per thread (the main thread runs the
+ * first), each with its own listener on the same port (SO_REUSEPORT: the
+ * kernel spreads new connections over them). Nothing is shared between the
+ * threads but the totals.
+ *
+ * SIGINT and SIGTERM are blocked in every thread and read through a
+ * signalfd, one more descriptor with a read pending on the first watcher: a
+ * signal completes that read like any other request, and the main thread
+ * then raises a flag and wakes the other watchers with proact_wakeup(). No
+ * handler, because proact_wakeup() is not async-signal-safe; and no thread
+ * waits in sigwait(), because under valgrind a thread blocked in
+ * io_uring_enter() keeps the other threads from running, so only a
+ * completion on its own ring reliably wakes it.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,8 +54,9 @@
 
 #define BATCH         256   /* completions per proact_wait, requests per proact_submit */
 #define POOL_BUF_SIZE 16384 /* pool buffer size, and the length of a NULL-buffer read */
-#define NSIGINFO      4     /* signals taken per signalfd read */
-#define RETRY_MS      100   /* wait timeout while accepting is paused or polled */
+#define ACCEPTS       16    /* accepts pending per listener: a burst needs fewer rounds */
+#define MAX_THREADS   64
+#define NSIGINFO      4 /* signals taken per signalfd read */
 
 /* Every live connection is on a list, to free them all at exit. */
 struct link {
@@ -61,20 +70,21 @@ struct conn {
 	unsigned char buf[]; /* --buffer mode only */
 };
 
+/* One per thread: a watcher, its listener and its connections. */
 struct server {
 	proact_watcher *w;
 	int lfd;
-	int sfd;
-	bool accept_poll;   /* O_ASYNC unavailable: accept every round */
-	bool accept_paused; /* out of fds: retry after RETRY_MS */
-	bool stop;
+	bool lfd_registered; /* the watcher owns (and closes) the listener */
 	bool failed;
 	size_t bufsize; /* 0: NULL-buffer pool reads */
+	int sfd;        /* the first server only: the signalfd, else -1 */
+	bool sfd_registered;
 	struct signalfd_siginfo sig[NSIGINFO];
 	struct link live; /* list head */
 	struct proact_request batch[BATCH];
 	int nbatch;
-	uint64_t accepted, open, peak, bytes, resets, errors;
+	pthread_t thread;
+	uint64_t accepted, bytes, resets, errors;
 };
 
 struct options {
@@ -82,12 +92,19 @@ struct options {
 	const char *port;
 	const char *backend;
 	size_t bufsize;
+	unsigned threads;
 };
+
+/* Shared by the threads: the stop flag and the open-connection count. */
+static atomic_bool stopping;
+static atomic_uint_fast64_t open_conns, peak_conns;
+static struct server sv[MAX_THREADS]; /* large (the batches) */
+static unsigned nservers;
 
 static void usage(void)
 {
 	fprintf(stderr, "usage: echo_server [--host ADDR] [--port N] [--backend NAME] "
-	                "[--buffer BYTES]\n");
+	                "[--buffer BYTES] [--threads N]\n");
 	exit(2);
 }
 
@@ -105,7 +122,7 @@ static unsigned long parse_num(const char *s, unsigned long max)
 
 static void parse_args(int argc, char **argv, struct options *o)
 {
-	*o = (struct options){.host = "127.0.0.1", .port = "0"};
+	*o = (struct options){.host = "127.0.0.1", .port = "0", .threads = 1};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (i + 1 >= argc)
@@ -119,9 +136,13 @@ static void parse_args(int argc, char **argv, struct options *o)
 			o->backend = v;
 		else if (!strcmp(a, "--buffer"))
 			o->bufsize = parse_num(v, 1ul << 30);
+		else if (!strcmp(a, "--threads"))
+			o->threads = (unsigned)parse_num(v, MAX_THREADS);
 		else
 			usage();
 	}
+	if (o->threads == 0)
+		usage();
 }
 
 /* Each connection is one fd: let the process have as many as it may. */
@@ -152,7 +173,26 @@ static void print_listening(int fd)
 	fflush(stdout);
 }
 
-static int open_listener(const char *host, const char *port)
+/* A listener on @addr with SO_REUSEPORT, so that every thread can have one
+   on the same port. */
+static int listen_on(const struct sockaddr *addr, socklen_t len)
+{
+	int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+	    bind(fd, addr, len) < 0 || listen(fd, 65535) < 0) {
+		perror("echo_server: listen");
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Opens one listener per server. With port 0 the first one gets a port from
+   the kernel and the others bind to that same port. */
+static int open_listeners(unsigned n, const char *host, const char *port)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
 	struct addrinfo *ai;
@@ -161,49 +201,37 @@ static int open_listener(const char *host, const char *port)
 		fprintf(stderr, "echo_server: %s: %s\n", host, gai_strerror(rc));
 		return -1;
 	}
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 65535) < 0) {
-		perror("echo_server: listen");
-		if (fd >= 0)
-			close(fd);
-		fd = -1;
-	}
+	struct sockaddr_storage ss;
+	socklen_t len = ai->ai_addrlen;
+	memcpy(&ss, ai->ai_addr, len);
 	freeaddrinfo(ai);
-	return fd;
-}
-
-/* SIGIO on new connections, delivered to this process (see the top comment). */
-static bool enable_sigio(int lfd)
-{
-	int fl = fcntl(lfd, F_GETFL);
-	return fl >= 0 && fcntl(lfd, F_SETOWN, getpid()) == 0 &&
-	       fcntl(lfd, F_SETFL, fl | O_ASYNC) == 0;
-}
-
-static int open_signalfd(void)
-{
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGIO);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	/* Blocked before any thread exists, so no thread takes them instead. */
-	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-		return -1;
-	return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	for (unsigned i = 0; i < n; i++) {
+		sv[i].lfd = listen_on((struct sockaddr *)&ss, len);
+		if (sv[i].lfd < 0)
+			return -1;
+		if (i == 0 && getsockname(sv[0].lfd, (struct sockaddr *)&ss, &len) < 0)
+			return -1;
+	}
+	return 0;
 }
 
 /* ---- request batching: one proact_submit per loop round ---------------- */
 
 static void conn_close(struct server *s, struct conn *c);
 
+/* A listener that cannot take accepts any more ends the whole server. */
+static void fatal(struct server *s, const char *what, int err)
+{
+	fprintf(stderr, "echo_server: %s: %s\n", what, proact_strerror(err));
+	s->failed = true;
+	kill(getpid(), SIGTERM); /* the signalfd read stops everyone */
+}
+
 static void refused(struct server *s, const struct proact_request *r, int err)
 {
-	if (r->ctx == s->sig) {
-		fprintf(stderr, "echo_server: signalfd read: %s\n", proact_strerror(err));
-		s->stop = s->failed = true;
+	if (r->op == PROACT_OP_ACCEPT || r->ctx == s->sig) {
+		fatal(s, r->op == PROACT_OP_ACCEPT ? "proact_accept" : "signalfd read", err);
+		atomic_store(&stopping, true); /* in case it was the signal read */
 		return;
 	}
 	struct conn *c = r->ctx;
@@ -248,6 +276,11 @@ static void queue_read(struct server *s, struct conn *c)
 		             .fd = c->fd, .op = PROACT_OP_READ, .len = POOL_BUF_SIZE, .ctx = c});
 }
 
+static void queue_accept(struct server *s)
+{
+	queue(s, (struct proact_request){.fd = s->lfd, .op = PROACT_OP_ACCEPT});
+}
+
 static void queue_signal_read(struct server *s)
 {
 	queue(s, (struct proact_request){.fd = s->sfd,
@@ -259,11 +292,11 @@ static void queue_signal_read(struct server *s)
 
 /* ---- connections --------------------------------------------------------- */
 
-static void conn_release(struct server *s, struct conn *c)
+static void conn_release(struct conn *c)
 {
 	c->link.prev->next = c->link.next;
 	c->link.next->prev = c->link.prev;
-	s->open--;
+	atomic_fetch_sub(&open_conns, 1);
 	free(c);
 }
 
@@ -276,10 +309,18 @@ static void conn_close(struct server *s, struct conn *c)
 	int rc = proact_free(s->w, c->fd, c);
 	if (rc == -ENOENT) { /* its first read was refused: never registered */
 		close(c->fd);
-		conn_release(s, c);
+		conn_release(c);
 	} else if (rc < 0) {
 		fprintf(stderr, "echo_server: proact_free(%d): %s\n", c->fd, proact_strerror(rc));
 	}
+}
+
+static void count_open(void)
+{
+	uint_fast64_t now = atomic_fetch_add(&open_conns, 1) + 1;
+	uint_fast64_t peak = atomic_load(&peak_conns);
+	while (now > peak && !atomic_compare_exchange_weak(&peak_conns, &peak, now))
+		;
 }
 
 static void conn_open(struct server *s, int fd)
@@ -294,35 +335,34 @@ static void conn_open(struct server *s, int fd)
 	s->live.next->prev = &c->link;
 	s->live.next = &c->link;
 	s->accepted++;
-	if (++s->open > s->peak)
-		s->peak = s->open;
+	count_open();
 	/* Echo is request/response: do not let Nagle hold back a short echo. */
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	queue_read(s, c);
 }
 
-static void accept_all(struct server *s)
+/* ---- completions --------------------------------------------------------- */
+
+static void on_accept(struct server *s, const struct proact_completion *r)
 {
-	for (;;) {
-		int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd >= 0) {
-			conn_open(s, fd);
-			continue;
-		}
-		if (errno == EINTR || errno == ECONNABORTED)
-			continue;
-		/* Out of fds: the queue stays full and raises no new SIGIO, so retry
-		   on a timer until a connection has gone. */
-		s->accept_paused =
-		    errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM;
-		if (errno != EAGAIN && !s->accept_paused)
-			perror("echo_server: accept4");
+	switch (r->error) {
+	case 0:
+		conn_open(s, r->newfd);
+		break;
+	case EMFILE: /* out of fds or memory: proact holds the next accept back */
+	case ENFILE: /* until a descriptor is freed, so resubmitting is safe */
+	case ENOBUFS:
+	case ENOMEM:
+		break;
+	case ECANCELED:
+		return;
+	default:
+		fatal(s, "accept", r->error);
 		return;
 	}
+	queue_accept(s);
 }
-
-/* ---- completions --------------------------------------------------------- */
 
 /* A peer that resets is a client event, not a server error: count apart. */
 static void count_failure(struct server *s, int err)
@@ -357,20 +397,14 @@ static void on_write(struct server *s, struct conn *c, const struct proact_compl
 	queue_read(s, c);
 }
 
+/* SIGINT or SIGTERM (the first server only): stop every thread. */
 static void on_signal(struct server *s, const struct proact_completion *r)
 {
-	if (r->error) {
-		fprintf(stderr, "echo_server: signalfd: %s\n", proact_strerror(r->error));
-		s->stop = s->failed = true;
-		return;
-	}
-	for (size_t i = 0; i < r->size / sizeof(s->sig[0]); i++) {
-		if (s->sig[i].ssi_signo == SIGIO)
-			accept_all(s);
-		else
-			s->stop = true;
-	}
-	queue_signal_read(s);
+	if (r->error)
+		fatal(s, "signalfd", r->error);
+	atomic_store(&stopping, true);
+	for (unsigned i = 1; i < nservers; i++)
+		proact_wakeup(sv[i].w);
 }
 
 static void on_completion(struct server *s, const struct proact_completion *r)
@@ -381,6 +415,9 @@ static void on_completion(struct server *s, const struct proact_completion *r)
 	}
 	struct conn *c = r->ctx;
 	switch (r->op) {
+	case PROACT_OP_ACCEPT:
+		on_accept(s, r);
+		break;
 	case PROACT_OP_READ:
 		on_read(s, c, r);
 		break;
@@ -388,38 +425,35 @@ static void on_completion(struct server *s, const struct proact_completion *r)
 		on_write(s, c, r);
 		break;
 	case PROACT_OP_FREE:
-		conn_release(s, c);
-		if (s->accept_paused) /* an fd came free */
-			accept_all(s);
+		conn_release(c);
 		break;
 	default:
 		break;
 	}
 }
 
-static void run(struct server *s)
+static void *run(void *arg)
 {
+	struct server *s = arg;
 	struct proact_completion comp[BATCH];
-	queue_signal_read(s);
-	accept_all(s); /* anything that arrived before SIGIO was armed */
-	flush(s);
-	while (!s->stop) {
-		int timeout = s->accept_poll || s->accept_paused ? RETRY_MS : -1;
-		int n = proact_wait(s->w, comp, BATCH, timeout);
+	while (!atomic_load(&stopping)) {
+		int n = proact_wait(s->w, comp, BATCH, -1);
+		if (n == -EINTR)
+			continue;
 		if (n < 0) {
-			fprintf(stderr, "echo_server: proact_wait: %s\n", proact_strerror(n));
-			s->failed = true;
-			return;
+			fatal(s, "proact_wait", n);
+			break;
 		}
 		for (int i = 0; i < n; i++)
 			on_completion(s, &comp[i]);
-		if (s->accept_poll || s->accept_paused)
-			accept_all(s);
 		/* Before the next wait: that call releases the pool buffers the
 		   queued writes refer to, unless they are submitted by then. */
 		flush(s);
 	}
+	return NULL;
 }
+
+/* ---- setup and exit ------------------------------------------------------ */
 
 static int setup(struct server *s, const struct options *o)
 {
@@ -427,21 +461,93 @@ static int setup(struct server *s, const struct options *o)
 	/* With per-connection buffers the pool would only cost memory. */
 	if (o->bufsize)
 		po.pool_buffer_count = PROACT_POOL_NONE;
+	s->bufsize = o->bufsize;
+	s->live.next = s->live.prev = &s->live;
 	int rc = proact_watcher_new(&s->w, &po);
 	if (rc < 0) {
 		fprintf(stderr, "echo_server: proact_watcher_new: %s\n", proact_strerror(rc));
 		return -1;
 	}
-	s->sfd = open_signalfd();
-	if (s->sfd < 0) {
-		perror("echo_server: signalfd");
+	/* The first accept registers the listener: from then on the watcher
+	   closes it. */
+	rc = proact_accept(s->w, s->lfd, NULL, 0, NULL);
+	if (rc < 0) {
+		fprintf(stderr, "echo_server: proact_accept: %s\n", proact_strerror(rc));
 		return -1;
 	}
-	s->lfd = open_listener(o->host, o->port);
-	if (s->lfd < 0)
+	s->lfd_registered = true;
+	for (int i = 1; i < ACCEPTS; i++)
+		queue_accept(s);
+	if (s->sfd >= 0)
+		queue_signal_read(s);
+	flush(s);
+	s->sfd_registered = s->sfd >= 0 && !s->failed;
+	return s->failed ? -1 : 0;
+}
+
+/* After shutdown nothing more is delivered, so the remaining connection
+   states are freed here. */
+static void teardown(struct server *s)
+{
+	proact_watcher_destroy(s->w);
+	while (s->live.next && s->live.next != &s->live)
+		conn_release((struct conn *)s->live.next);
+	if (!s->lfd_registered && s->lfd >= 0)
+		close(s->lfd);
+	if (!s->sfd_registered && s->sfd >= 0)
+		close(s->sfd);
+}
+
+/* Blocks SIGINT and SIGTERM (threads created afterwards inherit the mask)
+   and returns a signalfd for them. */
+static int open_signalfd(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
 		return -1;
-	s->accept_poll = !enable_sigio(s->lfd);
-	return 0;
+	return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+/* Servers 1..n-1 get a thread each; returns how many threads started. */
+static unsigned start_threads(unsigned n)
+{
+	for (unsigned i = 1; i < n; i++) {
+		if (pthread_create(&sv[i].thread, NULL, run, &sv[i]) != 0) {
+			fprintf(stderr, "echo_server: pthread_create failed\n");
+			return i - 1;
+		}
+	}
+	return n - 1;
+}
+
+static void join_threads(unsigned started)
+{
+	atomic_store(&stopping, true);
+	for (unsigned i = 1; i <= started; i++)
+		proact_wakeup(sv[i].w);
+	for (unsigned i = 1; i <= started; i++)
+		pthread_join(sv[i].thread, NULL);
+}
+
+static bool report(unsigned n)
+{
+	uint64_t accepted = 0, bytes = 0, resets = 0, errors = 0;
+	bool failed = false;
+	for (unsigned i = 0; i < n; i++) {
+		accepted += sv[i].accepted;
+		bytes += sv[i].bytes;
+		resets += sv[i].resets;
+		errors += sv[i].errors;
+		failed |= sv[i].failed;
+	}
+	printf("echo_server: accepted %" PRIu64 " connections, echoed %" PRIu64
+	       " bytes, peak %" PRIu64 " open, %" PRIu64 " resets, %" PRIu64 " errors\n",
+	       accepted, bytes, (uint64_t)atomic_load(&peak_conns), resets, errors);
+	fflush(stdout);
+	return !failed;
 }
 
 int main(int argc, char **argv)
@@ -449,27 +555,30 @@ int main(int argc, char **argv)
 	struct options o;
 	parse_args(argc, argv, &o);
 	raise_fd_limit();
-	static struct server s; /* large (the batch), and its address is a ctx */
-	s.bufsize = o.bufsize;
-	s.lfd = s.sfd = -1;
-	s.live.next = s.live.prev = &s.live;
-	if (setup(&s, &o) < 0) {
-		proact_watcher_destroy(s.w);
+	nservers = o.threads;
+	for (unsigned i = 0; i < nservers; i++)
+		sv[i].lfd = sv[i].sfd = -1;
+	sv[0].sfd = open_signalfd();
+	if (sv[0].sfd < 0) {
+		perror("echo_server: signalfd");
 		return 1;
 	}
-	fprintf(stderr, "echo_server: backend %s, %s\n", proact_backend(s.w),
-	        o.bufsize ? "per-connection buffers" : "NULL-buffer pool reads");
-	print_listening(s.lfd);
-	run(&s);
-	printf("echo_server: accepted %" PRIu64 " connections, echoed %" PRIu64
-	       " bytes, peak %" PRIu64 " open, %" PRIu64 " resets, %" PRIu64 " errors\n",
-	       s.accepted, s.bytes, s.peak, s.resets, s.errors);
-	fflush(stdout);
-	/* Shutdown closes every registered fd (the signalfd too) and delivers
-	   nothing more, so the remaining connection states are freed here. */
-	proact_watcher_destroy(s.w);
-	while (s.live.next != &s.live)
-		conn_release(&s, (struct conn *)s.live.next);
-	close(s.lfd);
-	return s.failed ? 1 : 0;
+	bool ok = open_listeners(nservers, o.host, o.port) == 0;
+	for (unsigned i = 0; ok && i < nservers; i++)
+		ok = setup(&sv[i], &o) == 0;
+	if (ok) {
+		fprintf(stderr, "echo_server: backend %s, %s, %u thread%s\n",
+		        proact_backend(sv[0].w),
+		        o.bufsize ? "per-connection buffers" : "NULL-buffer pool reads", nservers,
+		        nservers == 1 ? "" : "s");
+		print_listening(sv[0].lfd);
+		unsigned started = start_threads(nservers);
+		if (started == nservers - 1)
+			run(&sv[0]); /* until SIGINT or SIGTERM */
+		join_threads(started);
+		ok = report(nservers) && started == nservers - 1;
+	}
+	for (unsigned i = 0; i < nservers; i++)
+		teardown(&sv[i]);
+	return ok ? 0 : 1;
 }

@@ -10,9 +10,9 @@
  *
  * Everything arrives through the one watcher, so a single thread with no
  * timeouts does it all: the tick is a timerfd with a read pending on the
- * watcher; new connections and SIGINT/SIGTERM come through a signalfd read
- * (the listener has O_ASYNC set, so the kernel raises SIGIO when connections
- * are waiting; see echo_server.c for the reasoning). Each client also keeps
+ * watcher, new connections come from accepts pending on the listener, and
+ * SIGINT/SIGTERM through a signalfd read (proact_wakeup() is not
+ * async-signal-safe, so no handler could stop the loop). Each client also keeps
  * a NULL-buffer read pending: it costs no memory until the client sends
  * something, and it notices a client that hangs up at once instead of at the
  * next push. A client that is too slow to take its pushes (MAX_INFLIGHT
@@ -22,7 +22,6 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -46,7 +45,7 @@
 #define POOL_BUF_SIZE 4096 /* clients are not expected to talk: a small pool */
 #define POOL_BUF_N    64
 #define NSIGINFO      4
-#define RETRY_MS      100 /* wait timeout while accepting is paused or polled */
+#define ACCEPTS       4 /* accepts pending on the listener */
 
 struct client {
 	size_t idx; /* position in server.clients */
@@ -66,7 +65,8 @@ struct push {
 struct server {
 	proact_watcher *w;
 	int lfd, sfd, tfd;
-	bool accept_poll, accept_paused, stop, failed;
+	bool lfd_registered; /* the watcher owns (and closes) the listener */
+	bool stop, failed;
 	struct signalfd_siginfo sig[NSIGINFO];
 	uint64_t ticks; /* timerfd read buffer */
 	struct client **clients;
@@ -171,18 +171,10 @@ static int open_listener(const char *host, const char *port)
 	return fd;
 }
 
-static bool enable_sigio(int lfd)
-{
-	int fl = fcntl(lfd, F_GETFL);
-	return fl >= 0 && fcntl(lfd, F_SETOWN, getpid()) == 0 &&
-	       fcntl(lfd, F_SETFL, fl | O_ASYNC) == 0;
-}
-
 static int open_signalfd(void)
 {
 	sigset_t set;
 	sigemptyset(&set);
-	sigaddset(&set, SIGIO);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
@@ -247,8 +239,8 @@ static void client_close(struct server *s, struct client *c);
 
 static void refused(struct server *s, const struct proact_request *r, int err)
 {
-	if (r->ctx == s->sig || r->ctx == &s->ticks) {
-		fprintf(stderr, "push_server: internal read: %s\n", proact_strerror(err));
+	if (r->ctx == s->sig || r->ctx == &s->ticks || r->op == PROACT_OP_ACCEPT) {
+		fprintf(stderr, "push_server: internal request: %s\n", proact_strerror(err));
 		s->stop = s->failed = true;
 		return;
 	}
@@ -301,6 +293,11 @@ static void queue_signal_read(struct server *s)
 	                                 .buf = s->sig,
 	                                 .len = sizeof(s->sig),
 	                                 .ctx = s->sig});
+}
+
+static void queue_accept(struct server *s)
+{
+	queue(s, (struct proact_request){.fd = s->lfd, .op = PROACT_OP_ACCEPT});
 }
 
 static void queue_timer_read(struct server *s)
@@ -359,23 +356,23 @@ static void client_open(struct server *s, int fd)
 	queue_client_read(s, c);
 }
 
-static void accept_all(struct server *s)
+static void on_accept(struct server *s, const struct proact_completion *r)
 {
-	for (;;) {
-		int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd >= 0) {
-			client_open(s, fd);
-			continue;
-		}
-		if (errno == EINTR || errno == ECONNABORTED)
-			continue;
-		/* Out of fds: no new SIGIO will come for the waiting ones. */
-		s->accept_paused =
-		    errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM;
-		if (errno != EAGAIN && !s->accept_paused)
-			perror("push_server: accept4");
+	switch (r->error) {
+	case 0:
+		client_open(s, r->newfd);
+		break;
+	case EMFILE: /* out of fds or memory: proact holds the next accept back */
+	case ENFILE: /* until a descriptor is freed, so resubmitting is safe */
+	case ENOBUFS:
+	case ENOMEM:
+		break;
+	default:
+		fprintf(stderr, "push_server: accept: %s\n", proact_strerror(r->error));
+		s->stop = s->failed = true;
 		return;
 	}
+	queue_accept(s);
 }
 
 /* ---- completions ------------------------------------------------------------ */
@@ -459,13 +456,9 @@ static void on_signal(struct server *s, const struct proact_completion *r)
 		s->stop = s->failed = true;
 		return;
 	}
-	for (size_t i = 0; i < r->size / sizeof(s->sig[0]); i++) {
-		if (s->sig[i].ssi_signo == SIGIO)
-			accept_all(s);
-		else
-			s->stop = true;
-	}
-	queue_signal_read(s);
+	s->stop = r->size > 0; /* SIGINT or SIGTERM */
+	if (!s->stop)
+		queue_signal_read(s);
 }
 
 static void on_completion(struct server *s, const struct proact_completion *r)
@@ -480,6 +473,9 @@ static void on_completion(struct server *s, const struct proact_completion *r)
 	}
 	struct client *c = r->ctx;
 	switch (r->op) {
+	case PROACT_OP_ACCEPT:
+		on_accept(s, r);
+		break;
 	case PROACT_OP_READ:
 		on_read(s, c, r);
 		break;
@@ -488,8 +484,6 @@ static void on_completion(struct server *s, const struct proact_completion *r)
 		break;
 	case PROACT_OP_FREE:
 		client_release(s, c);
-		if (s->accept_paused)
-			accept_all(s);
 		break;
 	default:
 		break;
@@ -501,11 +495,11 @@ static void run(struct server *s)
 	struct proact_completion comp[BATCH];
 	queue_signal_read(s);
 	queue_timer_read(s);
-	accept_all(s);
+	for (int i = 1; i < ACCEPTS; i++)
+		queue_accept(s);
 	flush(s);
 	while (!s->stop) {
-		int timeout = s->accept_poll || s->accept_paused ? RETRY_MS : -1;
-		int n = proact_wait(s->w, comp, BATCH, timeout);
+		int n = proact_wait(s->w, comp, BATCH, -1);
 		if (n < 0) {
 			fprintf(stderr, "push_server: proact_wait: %s\n", proact_strerror(n));
 			s->failed = true;
@@ -513,8 +507,6 @@ static void run(struct server *s)
 		}
 		for (int i = 0; i < n; i++)
 			on_completion(s, &comp[i]);
-		if (s->accept_poll || s->accept_paused)
-			accept_all(s);
 		flush(s);
 	}
 }
@@ -538,7 +530,14 @@ static int setup(struct server *s, const struct options *o)
 	s->lfd = open_listener(o->host, o->port);
 	if (s->lfd < 0)
 		return -1;
-	s->accept_poll = !enable_sigio(s->lfd);
+	/* The first accept registers the listener: from then on the watcher
+	   closes it. */
+	rc = proact_accept(s->w, s->lfd, NULL, 0, NULL);
+	if (rc < 0) {
+		fprintf(stderr, "push_server: proact_accept: %s\n", proact_strerror(rc));
+		return -1;
+	}
+	s->lfd_registered = true;
 	return 0;
 }
 
@@ -552,6 +551,8 @@ int main(int argc, char **argv)
 	s.pushes.next = s.pushes.prev = &s.pushes;
 	if (setup(&s, &o) < 0) {
 		proact_watcher_destroy(s.w);
+		if (s.lfd >= 0 && !s.lfd_registered)
+			close(s.lfd);
 		return 1;
 	}
 	fprintf(stderr, "push_server: backend %s, a push every %lu ms; try: nc HOST PORT\n",
@@ -571,6 +572,5 @@ int main(int argc, char **argv)
 		s.pushes.next->refs = 1;
 		push_unref(s.pushes.next);
 	}
-	close(s.lfd);
 	return s.failed ? 1 : 0;
 }

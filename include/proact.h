@@ -204,6 +204,8 @@ PROACT_API const char *proact_backend(const proact_watcher *w);
  *   -EAGAIN     @fd holds max_pending_per_fd requests;
  *   -EALREADY   @fd is being freed or detached;
  *   -ESHUTDOWN  the watcher was shut down;
+ *   -ENOSPC     epoll: the system's limit of watched fds is reached
+ *               (fs.epoll.max_user_watches);
  *   -ENOMEM     out of memory.
  * Completion errors: the read's errno (ECONNRESET...), ETIMEDOUT (deadline),
  * ECANCELED (proact_free/proact_detach; size may be > 0 if bytes arrived).
@@ -233,6 +235,12 @@ PROACT_API int proact_read_deadline(proact_watcher *w, int fd, void *buf, size_t
  * nonzero length, or a pool buffer that is no longer held (already released).
  * Completion errors: the write's errno (EPIPE, ECONNRESET...), ETIMEDOUT,
  * EPIPE (after a cut), ECANCELED. Writes never raise SIGPIPE.
+ *
+ * io_uring: a send the kernel finishes in a worker thread (seen with
+ * Unix-domain sockets whose peer stopped reading) cannot be asked back. Its
+ * deadline and a proact_detach() take effect only once the peer makes room;
+ * proact_free() and proact_watcher_shutdown() end it by shutting the socket
+ * down (the peer sees the end of the stream), as they close it anyway.
  */
 PROACT_API int proact_write(proact_watcher *w, int fd, const void *buf, size_t len, void *ctx);
 PROACT_API int proact_writev(proact_watcher *w, int fd, const struct iovec *iov, int iovcnt,

@@ -3,8 +3,10 @@
 #
 #  1. installs missing build dependencies (scripts/deps.sh);
 #  2. configures and builds a Release build into build/release;
-#  3. echo load: examples/echo_server against examples/echo_load, once with
-#     NULL-buffer pool reads (the default) and once with --buffer 4096;
+#  3. echo load: examples/echo_server against examples/echo_load, with
+#     NULL-buffer pool reads (the default) on one thread and on two
+#     (--threads 2: a watcher and an SO_REUSEPORT listener per thread), and
+#     with --buffer 4096;
 #  4. idle memory: the server's VmRSS before and after N idle connections,
 #     in both modes, as bytes per connection.
 # Exits nonzero if any step failed.
@@ -187,6 +189,7 @@ cmake --build "$BUILD" -j"$(nproc)" >/dev/null
 echo "built"
 
 echo_run "NULL-buffer pool reads"
+echo_run "NULL-buffer pool reads, 2 threads (--threads 2)" --threads 2
 echo_run "per-connection buffers (--buffer 4096)" --buffer 4096
 idle_run "NULL-buffer pool reads"
 idle_run "per-connection buffers (--buffer 4096)" --buffer 4096

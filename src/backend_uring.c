@@ -34,7 +34,14 @@
 /* user_data: fd in bits 0-31, the registration's generation in 32-47, the
    direction's op number in 48-55, the kind above: a late cancel or CQE can
    never be taken for the op that follows it on the same fd. */
-enum { KIND_READ = 0, KIND_WRITE = 1, KIND_CANCEL = 2, KIND_WAKE = 3, KIND_ACCEPT = 4 };
+enum {
+	KIND_READ = 0,
+	KIND_WRITE = 1,
+	KIND_CANCEL = 2, /* a cancel or no-op whose result does not matter */
+	KIND_WAKE = 3,
+	KIND_ACCEPT = 4,
+	KIND_ASK_BACK = 5, /* the cancel of one head: bits 48-55 name its direction */
+};
 
 struct uring_state {
 	struct io_uring ring;
@@ -570,7 +577,26 @@ static void ur_cancel(struct proact_watcher *w, struct proact__fd *f, int dir)
 	if (!sqe)
 		return;
 	io_uring_prep_cancel64(sqe, pack(dir == PROACT__RD ? KIND_READ : KIND_WRITE, f), 0);
-	io_uring_sqe_set_data64(sqe, (uint64_t)KIND_CANCEL << 56);
+	io_uring_sqe_set_data64(sqe, (uint64_t)KIND_ASK_BACK << 56 | (uint64_t)dir << 48 |
+	                                 (uint64_t)(f->gen & 0xffffu) << 32 | (uint32_t)f->fd);
+}
+
+/*
+ * A cancel that did not stop its request (EALREADY: running; ENOENT: a send
+ * that a kernel worker finishes, which cancel does not find) leaves it to
+ * block until the peer makes room, and a Unix-domain peer that stopped
+ * reading never does. When the fd is being freed anyway, shutting the socket
+ * down ends the wait (EPIPE) at once.
+ */
+static void asked_back(struct proact_watcher *w, uint64_t ud, int res)
+{
+	struct proact__fd *f = proact__fd_lookup(w, (int)(uint32_t)ud);
+	int dir = (int)(ud >> 48) & 0xff;
+	if (res == 0 || !f || (f->gen & 0xffffu) != ((ud >> 32) & 0xffffu))
+		return;
+	if (f->state == PROACT__FD_CLOSING && !(f->flags & PROACT__F_DETACH) &&
+	    (f->flags & PROACT__F_SOCKET) && f->inflight[dir])
+		shutdown(f->fd, SHUT_RDWR);
 }
 
 /* ---- completions ---- */
@@ -642,6 +668,9 @@ static void reap(struct proact_watcher *w)
 		} else if (kind == KIND_READ || kind == KIND_WRITE) {
 			if (!w->closed)
 				io_result(w, ud, cqe);
+		} else if (kind == KIND_ASK_BACK) {
+			if (!w->closed)
+				asked_back(w, ud, cqe->res);
 		} else if (kind == KIND_ACCEPT) {
 			if (!w->closed)
 				accept_result(w, ud, cqe);
@@ -724,7 +753,41 @@ static void ur_wakeup(struct proact_watcher *w)
 	(void)rc; /* a full counter still wakes the ring's read */
 }
 
-/* Shutdown: cancel everything in the ring and reap until the kernel holds nothing. */
+/* Sockets with a request in the kernel that a cancel may not reach (see asked_back). */
+static void shutdown_inflight(struct proact_watcher *w)
+{
+	for (uint32_t c = 0; c < w->fdtab_chunks; c++) {
+		for (uint32_t i = 0; w->fdtab[c] && i < PROACT__FDTAB_CHUNK; i++) {
+			struct proact__fd *f = &w->fdtab[c][i];
+			if (f->state != PROACT__FD_UNUSED && (f->flags & PROACT__F_SOCKET) &&
+			    (f->inflight[PROACT__RD] || f->inflight[PROACT__WR]))
+				shutdown(f->fd, SHUT_RDWR);
+		}
+	}
+}
+
+/* Reaps what is there; the kernel holds nothing once outstanding is 0. */
+static void quiesce_reap(struct uring_state *s)
+{
+	struct io_uring_cqe *cqe;
+	while (io_uring_peek_cqe(&s->ring, &cqe) == 0) {
+		uint64_t kind = io_uring_cqe_get_data64(cqe) >> 56;
+		if (kind == KIND_WAKE)
+			s->wake_armed = false;
+		if (kind == KIND_ACCEPT && cqe->res >= 0)
+			close(cqe->res); /* accepted while shutting down: nobody asked */
+		if (!(cqe->flags & IORING_CQE_F_MORE))
+			s->outstanding--;
+		io_uring_cqe_seen(&s->ring, cqe);
+	}
+}
+
+/*
+ * Shutdown: cancel everything in the ring and reap until the kernel holds
+ * nothing. What the cancel cannot stop within 50 ms (a send blocked in a
+ * kernel worker) is ended by shutting its socket down: every registered fd
+ * is closed next anyway.
+ */
 static void ur_quiesce(struct proact_watcher *w)
 {
 	struct uring_state *s = state(w);
@@ -733,21 +796,18 @@ static void ur_quiesce(struct proact_watcher *w)
 		io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
 		io_uring_sqe_set_data64(sqe, (uint64_t)KIND_CANCEL << 56);
 	}
+	bool forced = false;
 	while (s->outstanding > 0) {
 		struct io_uring_cqe *cqe;
-		int rc = io_uring_submit_and_wait(&s->ring, 1);
-		if (rc < 0 && rc != -EINTR)
+		struct __kernel_timespec ts = {.tv_nsec = 50 * 1000 * 1000};
+		int rc = io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, &ts, NULL);
+		if (rc == -ETIME && !forced) {
+			shutdown_inflight(w);
+			forced = true;
+		} else if (rc < 0 && rc != -EINTR && rc != -ETIME) {
 			break;
-		while (io_uring_peek_cqe(&s->ring, &cqe) == 0) {
-			uint64_t kind = io_uring_cqe_get_data64(cqe) >> 56;
-			if (kind == KIND_WAKE)
-				s->wake_armed = false;
-			if (kind == KIND_ACCEPT && cqe->res >= 0)
-				close(cqe->res); /* accepted while shutting down: nobody asked */
-			if (!(cqe->flags & IORING_CQE_F_MORE))
-				s->outstanding--;
-			io_uring_cqe_seen(&s->ring, cqe);
 		}
+		quiesce_reap(s);
 	}
 }
 

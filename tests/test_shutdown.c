@@ -266,6 +266,62 @@ static void test_destroy_fresh_and_null(void **state)
 	assert_int_equal(t_fd_count(), base);
 }
 
+/*
+ * A Unix-domain peer that stops reading with a large write half sent: the
+ * kernel may finish such a send in a worker thread that blocks for buffer
+ * space and does not see the cancel. Freeing the fd and shutting the watcher
+ * down must still end promptly (an alarm bounds each).
+ */
+static void blocked_send(proact_watcher *w, int fds[2], uint8_t **data)
+{
+	t_unix_pair(fds);
+	int small = 4096;
+	assert_int_equal(setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+	size_t len = 9000;
+	*data = malloc(len);
+	memset(*data, 'x', len);
+	struct iovec iov[3] = {{*data, 3000}, {*data + 3000, 3000}, {*data + 6000, 3000}};
+	assert_int_equal(proact_writev(w, fds[0], iov, 3, NULL), 0);
+	shutdown(fds[1], SHUT_WR);
+	struct proact_completion c;
+	assert_true(proact_wait(w, &c, 1, 0) >= 0); /* the send starts and fills the buffers */
+}
+
+static void test_free_with_send_blocked(void **state)
+{
+	(void)state;
+	proact_watcher *w = t_watcher(NULL);
+	int fds[2];
+	uint8_t *data;
+	blocked_send(w, fds, &data);
+	alarm(20);
+	assert_int_equal(proact_free(w, fds[0], (void *)7), 0);
+	struct proact_completion c[2];
+	assert_int_equal(t_collect(w, c, 2, 10000), 2);
+	assert_int_equal(c[0].op, PROACT_OP_WRITEV);
+	assert_true(c[0].error == ECANCELED || c[0].error == EPIPE);
+	assert_int_equal(c[1].op, PROACT_OP_FREE);
+	alarm(0);
+	close(fds[1]);
+	proact_watcher_destroy(w);
+	free(data);
+}
+
+static void test_shutdown_with_send_blocked(void **state)
+{
+	(void)state;
+	proact_watcher *w = t_watcher(NULL);
+	int fds[2];
+	uint8_t *data;
+	blocked_send(w, fds, &data);
+	alarm(20);
+	assert_int_equal(proact_watcher_shutdown(w), 0);
+	alarm(0);
+	close(fds[1]);
+	proact_watcher_destroy(w);
+	free(data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -273,6 +329,8 @@ int main(void)
 	    cmocka_unit_test(test_every_call_after_shutdown),
 	    cmocka_unit_test(test_destroy_without_shutdown),
 	    cmocka_unit_test(test_destroy_fresh_and_null),
+	    cmocka_unit_test(test_free_with_send_blocked),
+	    cmocka_unit_test(test_shutdown_with_send_blocked),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,536 @@
+/*
+ * proxy - a TCP proxy on proact, with back-pressure.
+ *
+ *   proxy --listen PORT [--host ADDR] --to HOST:PORT [--backend NAME]
+ *         [--connect-timeout MS]
+ *
+ * For each accepted client the proxy connects a new socket to the upstream
+ * (proact_connect with a deadline, default 5 s), then pumps both directions
+ * at once. A direction is a loop of two requests: a NULL-buffer read of the
+ * source, then a write of that very pool buffer to the destination (zero
+ * copy), and only once the write completed the next read. So a destination
+ * that reads slowly stops the reads of its source, the source's data stays
+ * in the kernel, TCP flow control slows the sender down, and the proxy holds
+ * at most one pool buffer per direction whatever the speed difference:
+ * memory stays flat (gaio's "transfer data from a faster source A to a
+ * slower destination B").
+ *
+ * When a source reaches end of stream, the destination gets
+ * proact_shutdown_write() behind the last write, so half-closed connections
+ * work (the other direction carries on). When both directions have ended,
+ * or on any error, both sockets are handed to proact_free(); the pair's
+ * state is released when the last PROACT_OP_FREE completion arrives.
+ *
+ * SIGINT and SIGTERM come through a signalfd with a read pending on the
+ * watcher, so one thread does everything and never polls; on exit the proxy
+ * prints one summary line.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proact.h"
+
+#define BATCH      128 /* completions per proact_wait */
+#define ACCEPTS    8   /* accepts pending on the listener */
+#define NSIGINFO   4   /* signals taken per signalfd read */
+#define CONNECT_MS 5000
+
+struct pair;
+
+/* One direction of a pair: from one socket to the other. */
+struct dir {
+	struct pair *p;
+	int from, to;
+	bool done; /* the source ended and the destination's shutdown completed */
+};
+
+/* A client and its upstream connection. */
+struct pair {
+	struct dir d[2]; /* d[0]: client to upstream, d[1]: upstream to client */
+	int cfd, ufd;
+	int frees;    /* PROACT_OP_FREE completions still to come */
+	bool closing; /* proact_free was called on both */
+	struct pair *prev, *next;
+};
+
+struct proxy {
+	proact_watcher *w;
+	int lfd, sfd;
+	bool lfd_registered, sfd_registered; /* the watcher owns (and closes) them */
+	bool stop, failed;
+	struct sockaddr_storage up; /* the upstream address */
+	socklen_t uplen;
+	uint64_t connect_ms;
+	struct signalfd_siginfo sig[NSIGINFO];
+	struct pair live; /* list head: every pair not yet released */
+	uint64_t accepted, bytes[2], failed_connects, resets, errors;
+};
+
+struct options {
+	const char *host, *port, *to, *backend;
+	unsigned long connect_ms;
+};
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: proxy --listen PORT [--host ADDR] --to HOST:PORT "
+	                "[--backend NAME] [--connect-timeout MS]\n");
+	exit(2);
+}
+
+static unsigned long parse_num(const char *s, unsigned long min, unsigned long max)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || v < min || v > max || s[0] == '-') {
+		fprintf(stderr, "proxy: bad number '%s'\n", s);
+		exit(2);
+	}
+	return v;
+}
+
+static void parse_args(int argc, char **argv, struct options *o)
+{
+	*o = (struct options){.host = "127.0.0.1", .connect_ms = CONNECT_MS};
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (i + 1 >= argc)
+			usage();
+		const char *v = argv[++i];
+		if (!strcmp(a, "--listen") && parse_num(v, 0, 65535) <= 65535)
+			o->port = v; /* validated, then kept as text for getaddrinfo */
+		else if (!strcmp(a, "--host"))
+			o->host = v;
+		else if (!strcmp(a, "--to"))
+			o->to = v;
+		else if (!strcmp(a, "--backend"))
+			o->backend = v;
+		else if (!strcmp(a, "--connect-timeout"))
+			o->connect_ms = parse_num(v, 1, 3600000);
+		else
+			usage();
+	}
+	if (!o->port || !o->to)
+		usage();
+}
+
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+/* "HOST:PORT" or "[V6]:PORT" to an address; 0 or -1. */
+static int resolve_to(const char *to, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char host[256];
+	const char *colon = strrchr(to, ':');
+	size_t n = colon ? (size_t)(colon - to) : 0;
+	if (!colon || n == 0 || n >= sizeof(host))
+		return -1;
+	memcpy(host, to, n);
+	host[n] = 0;
+	if (host[0] == '[' && host[n - 1] == ']') { /* [::1]:80 */
+		memmove(host, host + 1, n - 2);
+		host[n - 2] = 0;
+	}
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+	struct addrinfo *ai;
+	int rc = getaddrinfo(host, colon + 1, &hints, &ai);
+	if (rc != 0) {
+		fprintf(stderr, "proxy: %s: %s\n", to, gai_strerror(rc));
+		return -1;
+	}
+	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+	*len = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	return 0;
+}
+
+static int open_listener(const char *host, const char *port)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+	struct addrinfo *ai;
+	int rc = getaddrinfo(host, port, &hints, &ai);
+	if (rc != 0) {
+		fprintf(stderr, "proxy: %s: %s\n", host, gai_strerror(rc));
+		return -1;
+	}
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
+		perror("proxy: listen");
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	return fd;
+}
+
+static void print_listening(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char host[NI_MAXHOST], port[NI_MAXSERV];
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
+	    getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), port, sizeof(port),
+	                NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		perror("proxy: getsockname");
+		exit(1);
+	}
+	if (ss.ss_family == AF_INET6)
+		printf("listening on [%s]:%s\n", host, port);
+	else
+		printf("listening on %s:%s\n", host, port);
+	fflush(stdout);
+}
+
+static int open_signalfd(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -1;
+	return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+/* ---- pairs ------------------------------------------------------------- */
+
+static void pair_release(struct pair *p)
+{
+	p->prev->next = p->next;
+	p->next->prev = p->prev;
+	free(p);
+}
+
+/* Frees one side: 1 if a PROACT_OP_FREE completion will follow. */
+static int free_fd(struct proxy *x, struct pair *p, int fd)
+{
+	int rc = proact_free(x->w, fd, p);
+	if (rc == 0)
+		return 1;
+	if (rc == -ENOENT) /* never registered (the pair failed early): ours */
+		close(fd);
+	else
+		fprintf(stderr, "proxy: proact_free(%d): %s\n", fd, proact_strerror(rc));
+	return 0;
+}
+
+/* Ends the pair: pending requests complete with ECANCELED, then come the
+   FREE completions, and the last of those releases the state. */
+static void pair_close(struct proxy *x, struct pair *p)
+{
+	if (p->closing)
+		return;
+	p->closing = true;
+	p->frees = free_fd(x, p, p->cfd) + free_fd(x, p, p->ufd);
+	if (p->frees == 0)
+		pair_release(p);
+}
+
+/* A reset or broken pipe is the peers' doing; anything else is an error. */
+static void pair_fail(struct proxy *x, struct pair *p, int err)
+{
+	if (err == ECONNRESET || err == EPIPE)
+		x->resets++;
+	else
+		x->errors++;
+	pair_close(x, p);
+}
+
+/* A refused submission: the pair cannot go on. */
+static void check(struct proxy *x, struct pair *p, int rc, const char *what)
+{
+	if (rc >= 0)
+		return;
+	fprintf(stderr, "proxy: %s: %s\n", what, proact_strerror(rc));
+	x->errors++;
+	pair_close(x, p);
+}
+
+static void nodelay(int fd)
+{
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void pair_open(struct proxy *x, int cfd)
+{
+	struct pair *p = calloc(1, sizeof(*p));
+	int ufd = socket(x->up.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (!p || ufd < 0) {
+		free(p);
+		close(cfd);
+		if (ufd >= 0)
+			close(ufd);
+		x->errors++;
+		return;
+	}
+	x->accepted++;
+	p->cfd = cfd;
+	p->ufd = ufd;
+	p->d[0] = (struct dir){.p = p, .from = cfd, .to = ufd};
+	p->d[1] = (struct dir){.p = p, .from = ufd, .to = cfd};
+	p->prev = &x->live;
+	p->next = x->live.next;
+	x->live.next->prev = p;
+	x->live.next = p;
+	/* Forward each chunk as it comes: the proxy adds no delay of its own. */
+	nodelay(cfd);
+	nodelay(ufd);
+	int rc = proact_connect(x->w, ufd, (struct sockaddr *)&x->up, x->uplen,
+	                        proact_deadline_in(x->connect_ms), p);
+	check(x, p, rc, "proact_connect");
+}
+
+/* ---- the pump ---------------------------------------------------------- */
+
+static void dir_read(struct proxy *x, struct dir *d)
+{
+	/* NULL buffer, length 0: one whole pool buffer, taken only when data is
+	   there. */
+	check(x, d->p, proact_read(x->w, d->from, NULL, 0, d), "proact_read");
+}
+
+static void on_connect(struct proxy *x, struct pair *p, const struct proact_completion *r)
+{
+	if (p->closing)
+		return;
+	if (r->error) { /* refused, unreachable, or the deadline passed */
+		x->failed_connects++;
+		pair_close(x, p);
+		return;
+	}
+	dir_read(x, &p->d[0]);
+	if (!p->closing)
+		dir_read(x, &p->d[1]);
+}
+
+static void on_read(struct proxy *x, struct dir *d, const struct proact_completion *r)
+{
+	/* Once the pair is closing, what still completes is only drained: it may
+	   have finished before the free, but the fds take no new requests. */
+	if (d->p->closing)
+		return;
+	if (r->error) {
+		pair_fail(x, d->p, r->error);
+		return;
+	}
+	if (r->size == 0) { /* end of stream: pass it on after the last write */
+		check(x, d->p, proact_shutdown_write(x->w, d->to, d), "proact_shutdown_write");
+		return;
+	}
+	/* Zero copy: the pool buffer stays valid until this write completes,
+	   and the next read of the source waits for that completion. */
+	check(x, d->p, proact_write(x->w, d->to, r->buf, r->size, d), "proact_write");
+}
+
+static void on_write(struct proxy *x, struct dir *d, const struct proact_completion *r)
+{
+	x->bytes[d == &d->p->d[1]] += r->size;
+	if (d->p->closing)
+		return;
+	if (r->error) {
+		pair_fail(x, d->p, r->error);
+		return;
+	}
+	dir_read(x, d);
+}
+
+static void on_shutdown(struct proxy *x, struct dir *d, const struct proact_completion *r)
+{
+	if (d->p->closing)
+		return;
+	if (r->error) { /* ENOTCONN: the destination went away meanwhile */
+		pair_fail(x, d->p, r->error);
+		return;
+	}
+	d->done = true;
+	if (d->p->d[0].done && d->p->d[1].done)
+		pair_close(x, d->p);
+}
+
+static void on_free(struct pair *p)
+{
+	if (--p->frees == 0)
+		pair_release(p);
+}
+
+/* ---- the loop ---------------------------------------------------------- */
+
+static void stop(struct proxy *x, const char *what, int err)
+{
+	fprintf(stderr, "proxy: %s: %s\n", what, proact_strerror(err));
+	x->stop = x->failed = true;
+}
+
+static void on_accept(struct proxy *x, const struct proact_completion *r)
+{
+	switch (r->error) {
+	case 0:
+		pair_open(x, r->newfd);
+		break;
+	case EMFILE:  /* out of fds or memory: proact holds the next accept back */
+	case ENFILE:  /* until a descriptor is freed, so resubmitting is safe; */
+	case ENOBUFS: /* the client waits in the listen queue meanwhile */
+	case ENOMEM:
+		break;
+	default:
+		stop(x, "accept", r->error);
+		return;
+	}
+	int rc = proact_accept(x->w, x->lfd, NULL, 0, NULL);
+	if (rc < 0)
+		stop(x, "proact_accept", rc);
+}
+
+static void on_completion(struct proxy *x, const struct proact_completion *r)
+{
+	if (r->ctx == x->sig) { /* SIGINT or SIGTERM */
+		if (r->error)
+			stop(x, "signalfd", r->error);
+		x->stop = true;
+		return;
+	}
+	switch (r->op) {
+	case PROACT_OP_ACCEPT:
+		on_accept(x, r);
+		break;
+	case PROACT_OP_CONNECT:
+		on_connect(x, r->ctx, r);
+		break;
+	case PROACT_OP_READ:
+		on_read(x, r->ctx, r);
+		break;
+	case PROACT_OP_WRITE:
+		on_write(x, r->ctx, r);
+		break;
+	case PROACT_OP_SHUTDOWN:
+		on_shutdown(x, r->ctx, r);
+		break;
+	case PROACT_OP_FREE:
+		on_free(r->ctx);
+		break;
+	default:
+		break;
+	}
+}
+
+static void run(struct proxy *x)
+{
+	struct proact_completion comp[BATCH];
+	for (int i = 1; i < ACCEPTS && !x->stop; i++) {
+		int rc = proact_accept(x->w, x->lfd, NULL, 0, NULL);
+		if (rc < 0)
+			stop(x, "proact_accept", rc);
+	}
+	while (!x->stop) {
+		int n = proact_wait(x->w, comp, BATCH, -1);
+		if (n == -EINTR)
+			continue;
+		if (n < 0) {
+			stop(x, "proact_wait", n);
+			return;
+		}
+		for (int i = 0; i < n; i++)
+			on_completion(x, &comp[i]);
+	}
+}
+
+static int setup(struct proxy *x, const struct options *o)
+{
+	if (resolve_to(o->to, &x->up, &x->uplen) < 0) {
+		fprintf(stderr, "proxy: bad --to '%s' (HOST:PORT)\n", o->to);
+		return -1;
+	}
+	x->connect_ms = o->connect_ms;
+	struct proact_options po = {.backend = o->backend};
+	int rc = proact_watcher_new(&x->w, &po);
+	if (rc < 0) {
+		fprintf(stderr, "proxy: proact_watcher_new: %s\n", proact_strerror(rc));
+		return -1;
+	}
+	x->sfd = open_signalfd();
+	if (x->sfd < 0) {
+		perror("proxy: signalfd");
+		return -1;
+	}
+	x->lfd = open_listener(o->host, o->port);
+	if (x->lfd < 0)
+		return -1;
+	/* The first accept registers the listener: from then on the watcher
+	   closes it. */
+	rc = proact_accept(x->w, x->lfd, NULL, 0, NULL);
+	if (rc < 0) {
+		fprintf(stderr, "proxy: proact_accept: %s\n", proact_strerror(rc));
+		return -1;
+	}
+	x->lfd_registered = true;
+	rc = proact_read(x->w, x->sfd, x->sig, sizeof(x->sig), x->sig);
+	if (rc < 0) {
+		fprintf(stderr, "proxy: signalfd read: %s\n", proact_strerror(rc));
+		return -1;
+	}
+	x->sfd_registered = true;
+	return 0;
+}
+
+/* Shutdown closes every registered fd and delivers nothing more: what is
+   left of the pairs is freed here. */
+static void teardown(struct proxy *x)
+{
+	proact_watcher_destroy(x->w);
+	while (x->live.next != &x->live)
+		pair_release(x->live.next);
+	if (x->lfd >= 0 && !x->lfd_registered)
+		close(x->lfd);
+	if (x->sfd >= 0 && !x->sfd_registered)
+		close(x->sfd);
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	parse_args(argc, argv, &o);
+	raise_fd_limit();
+	static struct proxy x; /* its fields' addresses are ctxs */
+	x.lfd = x.sfd = -1;
+	x.live.next = x.live.prev = &x.live;
+	if (setup(&x, &o) < 0) {
+		teardown(&x);
+		return 1;
+	}
+	fprintf(stderr, "proxy: backend %s, to %s\n", proact_backend(x.w), o.to);
+	print_listening(x.lfd);
+	run(&x);
+	printf("proxy: accepted %" PRIu64 " connections, %" PRIu64 " bytes to upstream, %" PRIu64
+	       " bytes to clients, %" PRIu64 " failed connects, %" PRIu64 " resets, %" PRIu64
+	       " errors\n",
+	       x.accepted, x.bytes[0], x.bytes[1], x.failed_connects, x.resets, x.errors);
+	fflush(stdout);
+	teardown(&x);
+	return x.failed ? 1 : 0;
+}

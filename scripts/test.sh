@@ -30,4 +30,6 @@ echo "== threaded tests (TSan) =="
 # The threaded rule groups again under ThreadSanitizer.
 TSAN_OPTIONS=halt_on_error=1 run_suite build/tsan -DPROACT_TSAN=ON -DPROACT_EXAMPLES=OFF \
 	-- -R 'threads|shutdown|basic'
+echo "== fuzz smoke (libFuzzer, 30 s per backend) =="
+bash scripts/fuzz.sh 30
 echo "== all tests passed =="

@@ -33,10 +33,16 @@ for b in "${backends[@]}"; do
 	cp fuzz/corpus/* "$work/"
 	echo "== fuzz: $b, ${secs}s =="
 	# -timeout: one input runs in well under a second; 25 s means a hang.
-	if ! PROACT_BACKEND=$b ASAN_OPTIONS=detect_leaks=1 "$dir/fuzz/proact_fuzz" \
+	# libFuzzer's progress lines go to a log; the summary and any failure show.
+	log="$dir/fuzz-$b.log"
+	if PROACT_BACKEND=$b ASAN_OPTIONS=detect_leaks=1 "$dir/fuzz/proact_fuzz" \
 		-max_total_time="$secs" -timeout=25 -max_len=512 -rss_limit_mb=2048 \
-		-print_final_stats=1 -artifact_prefix="$artifacts/" "$work"; then
-		echo "fuzz: $b failed; the input is in $artifacts/" >&2
+		-print_final_stats=1 -artifact_prefix="$artifacts/" "$work" >"$log" 2>&1; then
+		grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$log" || true
+		grep -E ' cov: ' "$log" | tail -n 1 || true
+	else
+		tail -n 60 "$log" >&2
+		echo "fuzz: $b failed; the input is in $artifacts/, the log in $log" >&2
 		status=1
 	fi
 done

@@ -31,15 +31,31 @@ enum { PROACT__RD = 0, PROACT__WR = 1 };
 #define PROACT__INFLIGHT (-100001) /* in the kernel: the result comes via proact__io_done */
 #define PROACT__NOPOOL   (-100002) /* pool empty: retried when a buffer comes back */
 
+/*
+ * The pool buffers a WRITEV holds, noted at submission: once its completion
+ * is delivered the iov array is the program's again and may already name
+ * other buffers when the references are dropped.
+ */
+#define PROACT__REFS_PER_BLOCK 12
+struct proact__refs {
+	struct proact__refs *next; /* more of this writev's, or the free list */
+	struct proact__refs *all;  /* every block the watcher made */
+	uint32_t n;
+	int32_t idx[PROACT__REFS_PER_BLOCK];
+};
+
 /* One queued request; also the completion once it is done. */
 struct proact__req {
 	struct proact__req *next, *prev; /* fd queue, then completion list */
 	struct proact__fd *f;            /* NULL once completed */
 	void *ctx;
-	void *buf;             /* READ/WRITE/RECVFROM/SENDTO buffer; WRITEV: the iov array */
-	size_t len;            /* READ: room; WRITE/WRITEV: total bytes */
-	size_t done;           /* bytes moved so far; ACCEPT: the accepted fd */
-	struct sockaddr *addr; /* ACCEPT, CONNECT, RECVFROM, SENDTO: the address */
+	void *buf;   /* READ/WRITE/RECVFROM/SENDTO buffer; WRITEV: the iov array */
+	size_t len;  /* READ: room; WRITE/WRITEV: total bytes */
+	size_t done; /* bytes moved so far; ACCEPT: the accepted fd */
+	union {
+		struct sockaddr *addr;     /* ACCEPT, CONNECT, RECVFROM, SENDTO: the address */
+		struct proact__refs *refs; /* WRITEV: the pool buffers it holds */
+	};
 	uint64_t deadline;
 	uint32_t heap_idx; /* position in the deadline heap, or PROACT__NO_HEAP */
 	int fdnum;
@@ -164,6 +180,7 @@ struct proact_watcher {
 	struct proact__req *held;                  /* delivered, pool refs to drop */
 	struct proact__req *spare;                 /* free request nodes */
 	struct proact__req_chunk *chunks;
+	struct proact__refs *refs_spare, *refs_all;
 
 	struct proact__heap heap;
 	struct proact__pool pool;
@@ -198,6 +215,7 @@ void proact__close_all(struct proact_watcher *w);
 struct proact__req *proact__req_alloc(struct proact_watcher *w);
 void proact__req_release(struct proact_watcher *w, struct proact__req *r);
 void proact__reqs_destroy(struct proact_watcher *w);
+void proact__refs_destroy(struct proact_watcher *w);
 int proact__submit_locked(struct proact_watcher *w, const struct proact_request *q);
 int proact__validate(const struct proact_watcher *w, const struct proact_request *q);
 int proact__close_fd(struct proact_watcher *w, int fd, void *ctx, bool detach);

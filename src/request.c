@@ -131,9 +131,15 @@ static void fd_restore_blocking(struct proact__fd *f)
 /* Returns the registration of fd, registering it on first use. */
 static int fd_register(struct proact_watcher *w, int fd, struct proact__fd **out)
 {
-	struct proact__fd *f = fd_slot(w, fd);
-	if (!f)
-		return -ENOMEM;
+	struct proact__fd *f = proact__fd_lookup(w, fd);
+	if (!f || f->state == PROACT__FD_UNUSED) {
+		/* Only an open fd may grow the table: its number is below the fd limit. */
+		if (fcntl(fd, F_GETFD) < 0)
+			return -EBADF;
+		f = fd_slot(w, fd);
+		if (!f)
+			return -ENOMEM;
+	}
 	if (f->state == PROACT__FD_CLOSING)
 		return -EALREADY;
 	if (f->state == PROACT__FD_UNUSED) {
@@ -674,31 +680,95 @@ int proact__iov_resume(const struct proact__req *r, size_t *offset)
 	return k;
 }
 
-/* Takes a reference on each pool buffer a write sends; -EINVAL if one is free. */
+/* A block for pool indices: from the free list, else a new one (kept until destroy). */
+static struct proact__refs *refs_block(struct proact_watcher *w)
+{
+	struct proact__refs *b = w->refs_spare;
+	if (b) {
+		w->refs_spare = b->next;
+	} else {
+		b = malloc(sizeof(*b));
+		if (!b)
+			return NULL;
+		b->all = w->refs_all;
+		w->refs_all = b;
+	}
+	b->next = NULL;
+	b->n = 0;
+	return b;
+}
+
+/* Notes pool buffer idx in r's chain of blocks; -ENOMEM if no block. */
+static int refs_note(struct proact_watcher *w, struct proact__req *r, int32_t idx)
+{
+	struct proact__refs *b = r->refs;
+	if (!b || b->n == PROACT__REFS_PER_BLOCK) {
+		struct proact__refs *nb = refs_block(w);
+		if (!nb)
+			return -ENOMEM;
+		nb->next = b;
+		r->refs = b = nb;
+	}
+	b->idx[b->n++] = idx;
+	return 0;
+}
+
+/* Drops the references noted for a WRITEV and gives its blocks back. */
+static void refs_drop(struct proact_watcher *w, struct proact__req *r)
+{
+	while (r->refs) {
+		struct proact__refs *b = r->refs;
+		r->refs = b->next;
+		for (uint32_t i = 0; i < b->n; i++)
+			proact__pool_unref(w, b->idx[i]);
+		b->next = w->refs_spare;
+		w->refs_spare = b;
+	}
+}
+
+void proact__refs_destroy(struct proact_watcher *w)
+{
+	while (w->refs_all) {
+		struct proact__refs *b = w->refs_all;
+		w->refs_all = b->all;
+		free(b);
+	}
+	w->refs_spare = NULL;
+}
+
+/*
+ * Takes a reference on each pool buffer a write sends: -EINVAL if one was
+ * already released, -ENOMEM; on failure nothing is held. A WRITE's buffer is
+ * found again from r->buf; a WRITEV's are noted, since its iov array is the
+ * program's again when the references are dropped.
+ */
 static int hold_pool(struct proact_watcher *w, struct proact__req *r)
 {
+	bool vec = r->op == PROACT_OP_WRITEV;
 	const struct iovec one = {.iov_base = r->buf, .iov_len = r->len};
-	const struct iovec *iov = r->op == PROACT_OP_WRITEV ? r->buf : &one;
-	int cnt = r->op == PROACT_OP_WRITEV ? r->iovcnt : 1;
-	int i;
-	for (i = 0; i < cnt; i++) {
+	const struct iovec *iov = vec ? r->buf : &one;
+	int cnt = vec ? r->iovcnt : 1, rc = 0;
+	if (vec)
+		r->refs = NULL;
+	for (int i = 0; i < cnt && rc == 0; i++) {
 		int32_t idx = proact__pool_index(&w->pool, iov[i].iov_base);
 		if (idx < 0 || iov[i].iov_len == 0)
 			continue;
-		if (w->pool.refs[idx] == 0)
-			break;
-		w->pool.refs[idx]++;
-		r->holds_pool = 1;
+		if (w->pool.refs[idx] == 0) {
+			rc = -EINVAL;
+		} else if (!vec || (rc = refs_note(w, r, idx)) == 0) {
+			w->pool.refs[idx]++;
+			r->holds_pool = 1;
+		}
 	}
-	if (i == cnt)
-		return 0;
-	for (int j = 0; j < i; j++) { /* undo: this submission fails whole */
-		int32_t idx = proact__pool_index(&w->pool, iov[j].iov_base);
-		if (idx >= 0 && iov[j].iov_len)
-			w->pool.refs[idx]--;
+	if (rc && vec) { /* the submission fails whole */
+		refs_drop(w, r);
+		r->holds_pool = 0;
+	} else if (rc && r->holds_pool) {
+		proact__pool_unref(w, proact__pool_index(&w->pool, r->buf));
+		r->holds_pool = 0;
 	}
-	r->holds_pool = 0;
-	return -EINVAL;
+	return rc;
 }
 
 static void drop_pool(struct proact_watcher *w, struct proact__req *r)
@@ -707,14 +777,11 @@ static void drop_pool(struct proact_watcher *w, struct proact__req *r)
 		proact__pool_unref(w, r->pool);
 	if (!r->holds_pool)
 		return;
-	const struct iovec one = {.iov_base = r->buf, .iov_len = r->len};
-	const struct iovec *iov = r->op == PROACT_OP_WRITEV ? r->buf : &one;
-	int cnt = r->op == PROACT_OP_WRITEV ? r->iovcnt : 1;
-	for (int i = 0; i < cnt; i++) {
-		int32_t idx = proact__pool_index(&w->pool, iov[i].iov_base);
-		if (idx >= 0 && iov[i].iov_len)
-			proact__pool_unref(w, idx);
-	}
+	if (r->op == PROACT_OP_WRITEV)
+		refs_drop(w, r);
+	else
+		proact__pool_unref(w, proact__pool_index(&w->pool, r->buf));
+	r->holds_pool = 0;
 }
 
 /* Drops the pool references of the completions delivered by the last wait. */

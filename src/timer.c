@@ -18,7 +18,10 @@ uint64_t proact_now(void)
 
 uint64_t proact_deadline_in(uint64_t ms)
 {
-	return proact_now() + ms * 1000000u;
+	uint64_t now = proact_now();
+	if (ms > (UINT64_MAX - now) / 1000000u)
+		return UINT64_MAX; /* saturate: a far deadline must not wrap into the past */
+	return now + ms * 1000000u;
 }
 
 static void heap_set(struct proact__heap *h, uint32_t i, struct proact__req *r)

@@ -16,6 +16,8 @@
 /* Ready completions may skip the kernel poll this many rounds in a row; then
    one non-blocking poll keeps other fds from starving behind a busy one. */
 #define MAX_POLL_SKIPS 8
+/* The longest single kernel wait; a longer one simply loops. */
+#define MAX_POLL_NS ((int64_t)INT32_MAX * 1000000)
 
 /* ---- backend choice ---- */
 
@@ -139,6 +141,7 @@ void proact_watcher_destroy(proact_watcher *w)
 	w->be->destroy(w);
 	proact__pool_destroy(&w->pool);
 	proact__heap_destroy(&w->heap);
+	proact__refs_destroy(w);
 	for (uint32_t c = 0; c < w->fdtab_chunks; c++)
 		free(w->fdtab[c]);
 	free(w->fdtab);
@@ -158,10 +161,15 @@ static void kick(struct proact_watcher *w)
 
 int proact_submit(proact_watcher *w, const struct proact_request *reqs, int n)
 {
-	if (!w || !reqs || n < 0)
+	if (!w)
 		return -EINVAL;
 	int i, rc = 0;
 	proact__lock(w);
+	if (w->closed || !reqs || n < 0) { /* a closed watcher answers that first */
+		rc = w->closed ? -ESHUTDOWN : -EINVAL;
+		proact__unlock(w);
+		return rc;
+	}
 	for (i = 0; i < n; i++) {
 		rc = proact__validate(w, &reqs[i]);
 		if (rc == 0)
@@ -231,10 +239,8 @@ static int close_common(proact_watcher *w, int fd, void *ctx, bool detach)
 {
 	if (!w)
 		return -EINVAL;
-	if (fd < 0)
-		return -EBADF;
 	proact__lock(w);
-	int rc = w->closed ? -ESHUTDOWN : proact__close_fd(w, fd, ctx, detach);
+	int rc = w->closed ? -ESHUTDOWN : fd < 0 ? -EBADF : proact__close_fd(w, fd, ctx, detach);
 	kick(w);
 	proact__unlock(w);
 	return rc;
@@ -325,7 +331,10 @@ static int64_t poll_timeout(struct proact_watcher *w, uint64_t now, uint64_t end
 	if (w->paused_until && (!wake || w->paused_until < wake))
 		wake = w->paused_until;
 	if (wake) {
-		int64_t d = wake > now ? (int64_t)(wake - now) : 0;
+		/* Clamped: a gap beyond INT64_MAX (a deadline near the clock's end)
+		   must not turn negative, which means "no limit". */
+		uint64_t gap = wake > now ? wake - now : 0;
+		int64_t d = gap > MAX_POLL_NS ? MAX_POLL_NS : (int64_t)gap;
 		if (t < 0 || d < t)
 			t = d;
 	}
@@ -377,11 +386,11 @@ static int run(struct proact_watcher *w, int timeout_ms)
 
 int proact_wait(proact_watcher *w, struct proact_completion *out, int max, int timeout_ms)
 {
-	if (!w || !out || max < 1)
+	if (!w)
 		return -EINVAL;
 	proact__lock(w);
-	if (w->closed || w->waiting) {
-		int rc = w->closed ? -ESHUTDOWN : -EBUSY;
+	if (w->closed || w->waiting || !out || max < 1) {
+		int rc = w->closed ? -ESHUTDOWN : !out || max < 1 ? -EINVAL : -EBUSY;
 		proact__unlock(w);
 		return rc;
 	}

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -151,4 +152,45 @@ int t_fd_count(void)
 		n++;
 	closedir(d);
 	return n - 3; /* ".", ".." and the DIR's own fd */
+}
+
+long t_status_kb(const char *field)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		return -1;
+	char line[256];
+	size_t n = strlen(field);
+	long kb = -1;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, field, n) == 0 && line[n] == ':') {
+			kb = strtol(line + n + 1, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return kb;
+}
+
+void t_linger_reset(int fd)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+}
+
+void t_set_nonblock(int fd, int on)
+{
+	int fl = fcntl(fd, F_GETFL);
+	assert_true(fl >= 0);
+	fl = on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK;
+	assert_int_equal(fcntl(fd, F_SETFL, fl), 0);
+}
+
+long t_env_long(const char *name, long def)
+{
+	const char *s = getenv(name);
+	if (!s || !*s)
+		return def;
+	char *end;
+	long v = strtol(s, &end, 10);
+	return *end == '\0' && v > 0 ? v : def;
 }

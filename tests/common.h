@@ -48,4 +48,13 @@ int t_fd_count(void);
 /* The name of the backend under test (PROACT_BACKEND or "auto"). */
 const char *t_backend(void);
 
+/* A field of /proc/self/status in KiB ("VmRSS", "RssAnon"), or -1. */
+long t_status_kb(const char *field);
+/* Makes close(fd) send a reset (SO_LINGER with a zero timeout). */
+void t_linger_reset(int fd);
+/* Sets or clears O_NONBLOCK on a plain socket of the peer side. */
+void t_set_nonblock(int fd, int on);
+/* An environment variable as a positive number, or def when unset or bad. */
+long t_env_long(const char *name, long def);
+
 #endif

@@ -265,7 +265,7 @@ static void test_bad_submit(void **state)
 	int fd = f->fds[0];
 	char b[16];
 	assert_int_equal(proact_submit(w, NULL, 1), -EINVAL);
-	const uint8_t ops[] = {0, PROACT_OP_FREE, PROACT_OP_DETACH, 6, 99, 255};
+	const uint8_t ops[] = {0, PROACT_OP_FREE, PROACT_OP_DETACH, 11, 99, 255};
 	for (size_t i = 0; i < sizeof(ops); i++) {
 		struct proact_request rq = {.fd = fd, .op = ops[i], .buf = b, .len = 16};
 		assert_int_equal(proact_submit(w, &rq, 1), -EINVAL);

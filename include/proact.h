@@ -127,8 +127,9 @@ struct proact_options {
  * proact_watcher_new - create a watcher.
  * @out:  receives the watcher.
  * @opts: options, or NULL for defaults.
- * Returns 0, or -EINVAL (NULL out, bad option, unknown backend name),
- * -ENOMEM, -ENOSYS (the named backend is not available on this system), or
+ * Returns 0, or -EINVAL (NULL out, bad option, unknown backend name, a
+ * nonzero reserved field, more than 32,768 pool buffers or a pool over
+ * 16 GiB), -ENOMEM, -ENOSYS (the named backend is not available on this system), or
  * the errno of the backend's setup (for example -EMFILE).
  * Any thread.
  */
@@ -140,8 +141,10 @@ PROACT_API int proact_watcher_new(proact_watcher **out, const struct proact_opti
  * every registered fd (also those being detached), and wakes a thread blocked
  * in proact_wait(), which returns -ESHUTDOWN. When this call returns, the
  * library no longer touches any buffer of the program: all are yours again.
- * From then on every call on the watcher returns -ESHUTDOWN, except
- * proact_watcher_destroy(). Idempotent: a second call returns -ESHUTDOWN.
+ * From then on every call on the watcher returns -ESHUTDOWN, whatever its
+ * other arguments, except proact_backend() (the name stays valid until
+ * destroy) and proact_watcher_destroy(). Idempotent: a second call returns
+ * -ESHUTDOWN.
  * Returns 0, -ESHUTDOWN, or -EINVAL (NULL w).
  */
 PROACT_API int proact_watcher_shutdown(proact_watcher *w);
@@ -254,8 +257,10 @@ PROACT_API int proact_write_deadline(proact_watcher *w, int fd, const void *buf,
  * first one that fails. Returns the number queued (n when all were); if that
  * is less than n, reqs[returned] was refused and queued nothing. If the first
  * request fails, returns its negative errno (the errors of proact_read and
- * proact_write; -EINVAL also for NULL reqs or an unknown op).
- * Any thread.
+ * proact_write). -EINVAL also for NULL reqs, @n < 0, an unknown op, FREE or
+ * DETACH, a nonzero reserved field, and a field the op does not use that is
+ * not zero (an iov on a READ, an address on a WRITE, a buffer on an ACCEPT or
+ * SHUTDOWN...). @n == 0 returns 0. Any thread.
  */
 PROACT_API int proact_submit(proact_watcher *w, const struct proact_request *reqs, int n);
 
@@ -281,7 +286,8 @@ PROACT_API int proact_submit(proact_watcher *w, const struct proact_request *req
  *
  * @addr: the watcher's until the completion is delivered.
  * Returns 0 or the errors of proact_read() (-EINVAL: @addr not NULL with
- * @addrlen 0). Completion errors: EMFILE, ENFILE, ENOBUFS, ENOMEM, EINVAL
+ * @addrlen 0, or NULL with @addrlen not 0). Completion errors: EMFILE, ENFILE, ENOBUFS, ENOMEM,
+ * EINVAL
  * (@fd is not listening), ETIMEDOUT, ECANCELED.
  */
 PROACT_API int proact_accept(proact_watcher *w, int fd, struct sockaddr *addr, uint32_t addrlen,
@@ -332,7 +338,9 @@ PROACT_API int proact_shutdown_write(proact_watcher *w, int fd, void *ctx);
  * submission order; a send never goes out in part.
  *
  * Buffers and @addr: the watcher's until the completion is delivered.
- * Returns 0 or the errors of proact_read().
+ * Returns 0 or the errors of proact_read(); -EINVAL also for @addr NULL with
+ * @addrlen not 0 (or the reverse), and for proact_sendto() with a NULL @buf
+ * or @len 0 (an empty datagram is received, never sent).
  */
 PROACT_API int proact_recvfrom(proact_watcher *w, int fd, void *buf, size_t len,
                                struct sockaddr *addr, uint32_t addrlen, void *ctx);
@@ -368,7 +376,7 @@ PROACT_API int proact_detach(proact_watcher *w, int fd, void *ctx);
 /**
  * proact_wait - run the I/O and collect up to @max completions.
  * Performs pending work, then blocks until at least one completion is ready,
- * @timeout_ms passes (-1: no limit, 0: do not block), or proact_wakeup() is
+ * @timeout_ms passes (negative: no limit, 0: do not block), or proact_wakeup() is
  * called. Completions of one fd come in order: reads in submission order,
  * writes in submission order; the one exception is a request whose deadline
  * expires while others are still ahead of it, which completes at its deadline.

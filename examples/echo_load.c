@@ -30,10 +30,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "util.h"
 
 #define MAX_EVENTS     1024
 #define CONNECT_WINDOW 256 /* handshakes in flight: keeps the server's accept queue short */
@@ -57,6 +58,7 @@ struct options {
 	size_t size;
 	unsigned long seconds, hold_seconds;
 	uint64_t seed;
+	uint32_t idle_conns; /* --idle N: replaces --conns, whatever the order */
 	bool idle;
 };
 
@@ -82,25 +84,35 @@ static void on_stop_signal(int sig)
 	stop_requested = 1;
 }
 
-static void usage(void)
-{
-	fprintf(stderr,
-	        "usage: echo_load --port N [--host ADDR] [--conns N] [--msgs M] [--size BYTES]\n"
-	        "                 [--seconds LIMIT] [--seed S]\n"
-	        "       echo_load --port N --idle N [--hold-seconds S]\n");
-	exit(2);
-}
+static const char usage_text[] =
+    "usage: echo_load --port N [--host ADDR] [--conns N] [--msgs M] [--size BYTES]\n"
+    "                 [--seconds LIMIT] [--seed S]\n"
+    "       echo_load --port N --idle N [--hold-seconds S]\n";
 
-static unsigned long long parse_num(const char *s, unsigned long long min, unsigned long long max)
+static bool take_option(void *arg, const char *a, const char *v)
 {
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max || s[0] == '-') {
-		fprintf(stderr, "echo_load: bad number '%s'\n", s);
-		exit(2);
-	}
-	return v;
+	struct options *o = arg;
+	if (!strcmp(a, "--host"))
+		o->host = v;
+	else if (!strcmp(a, "--port") && ex_parse_num(v, 1, 65535))
+		o->port = v;
+	else if (!strcmp(a, "--conns"))
+		o->conns = (uint32_t)ex_parse_num(v, 1, 1u << 24);
+	else if (!strcmp(a, "--msgs"))
+		o->msgs = (uint32_t)ex_parse_num(v, 1, UINT32_MAX);
+	else if (!strcmp(a, "--size"))
+		o->size = (size_t)ex_parse_num(v, 1, 1u << 30);
+	else if (!strcmp(a, "--seconds"))
+		o->seconds = (unsigned long)ex_parse_num(v, 1, 86400);
+	else if (!strcmp(a, "--seed"))
+		o->seed = ex_parse_num(v, 0, UINT64_MAX);
+	else if (!strcmp(a, "--idle"))
+		o->idle_conns = (uint32_t)ex_parse_num(v, 1, 1u << 24);
+	else if (!strcmp(a, "--hold-seconds"))
+		o->hold_seconds = (unsigned long)ex_parse_num(v, 0, 86400);
+	else
+		return false;
+	return true;
 }
 
 static void parse_args(int argc, char **argv, struct options *o)
@@ -112,47 +124,12 @@ static void parse_args(int argc, char **argv, struct options *o)
 	                      .seconds = 30,
 	                      .hold_seconds = 30,
 	                      .seed = 1};
-	uint32_t idle = 0;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		if (i + 1 >= argc)
-			usage();
-		const char *v = argv[++i];
-		if (!strcmp(a, "--host"))
-			o->host = v;
-		else if (!strcmp(a, "--port") && parse_num(v, 1, 65535))
-			o->port = v;
-		else if (!strcmp(a, "--conns"))
-			o->conns = (uint32_t)parse_num(v, 1, 1u << 24);
-		else if (!strcmp(a, "--msgs"))
-			o->msgs = (uint32_t)parse_num(v, 1, UINT32_MAX);
-		else if (!strcmp(a, "--size"))
-			o->size = (size_t)parse_num(v, 1, 1u << 30);
-		else if (!strcmp(a, "--seconds"))
-			o->seconds = (unsigned long)parse_num(v, 1, 86400);
-		else if (!strcmp(a, "--seed"))
-			o->seed = parse_num(v, 0, UINT64_MAX);
-		else if (!strcmp(a, "--idle"))
-			idle = (uint32_t)parse_num(v, 1, 1u << 24);
-		else if (!strcmp(a, "--hold-seconds"))
-			o->hold_seconds = (unsigned long)parse_num(v, 0, 86400);
-		else
-			usage();
-	}
+	ex_parse_options(argc, argv, take_option, o);
 	if (!o->port)
-		usage();
-	if (idle) {
+		ex_usage();
+	if (o->idle_conns) {
 		o->idle = true;
-		o->conns = idle;
-	}
-}
-
-static void raise_fd_limit(void)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
+		o->conns = o->idle_conns;
 	}
 }
 
@@ -165,16 +142,11 @@ static double now_s(void)
 
 static int resolve(struct load *l)
 {
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
-	struct addrinfo *ai;
-	int rc = getaddrinfo(l->o.host, l->o.port, &hints, &ai);
+	int rc = ex_resolve(l->o.host, l->o.port, 0, &l->addr, &l->addrlen);
 	if (rc != 0) {
 		fprintf(stderr, "echo_load: %s: %s\n", l->o.host, gai_strerror(rc));
 		return -1;
 	}
-	memcpy(&l->addr, ai->ai_addr, ai->ai_addrlen);
-	l->addrlen = ai->ai_addrlen;
-	freeaddrinfo(ai);
 	return 0;
 }
 
@@ -426,8 +398,9 @@ static void install_signals(void)
 int main(int argc, char **argv)
 {
 	static struct load l; /* the scratch buffer is large */
+	ex_init("echo_load", usage_text);
 	parse_args(argc, argv, &l.o);
-	raise_fd_limit();
+	ex_raise_fd_limit();
 	install_signals();
 	l.conns = calloc(l.o.conns, sizeof(*l.conns));
 	l.ep = epoll_create1(EPOLL_CLOEXEC);

@@ -35,7 +35,6 @@
 #endif
 #include <errno.h>
 #include <inttypes.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -45,14 +44,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "proact.h"
+#include "util.h"
 
-#define BATCH         256   /* completions per proact_wait, requests per proact_submit */
+#define BATCH         256   /* completions per proact_wait */
 #define POOL_BUF_SIZE 16384 /* pool buffer size, and the length of a NULL-buffer read */
 #define ACCEPTS       16    /* accepts pending per listener: a burst needs fewer rounds */
 #define MAX_THREADS   64
@@ -80,17 +79,14 @@ struct server {
 	int sfd;        /* the first server only: the signalfd, else -1 */
 	bool sfd_registered;
 	struct signalfd_siginfo sig[NSIGINFO];
-	struct link live; /* list head */
-	struct proact_request batch[BATCH];
-	int nbatch;
+	struct link live;     /* list head */
+	struct ex_batch reqs; /* one proact_submit per loop round */
 	pthread_t thread;
 	uint64_t accepted, bytes, resets, errors;
 };
 
 struct options {
-	const char *host;
-	const char *port;
-	const char *backend;
+	struct ex_server_options net;
 	size_t bufsize;
 	unsigned threads;
 };
@@ -101,121 +97,50 @@ static atomic_uint_fast64_t open_conns, peak_conns;
 static struct server sv[MAX_THREADS]; /* large (the batches) */
 static unsigned nservers;
 
-static void usage(void)
-{
-	fprintf(stderr, "usage: echo_server [--host ADDR] [--port N] [--backend NAME] "
-	                "[--buffer BYTES] [--threads N]\n");
-	exit(2);
-}
+static const char usage_text[] = "usage: echo_server [--host ADDR] [--port N] [--backend NAME] "
+                                 "[--buffer BYTES] [--threads N]\n";
 
-static unsigned long parse_num(const char *s, unsigned long max)
+static bool take_option(void *arg, const char *name, const char *v)
 {
-	char *end;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v > max || s[0] == '-') {
-		fprintf(stderr, "echo_server: bad number '%s'\n", s);
-		exit(2);
-	}
-	return v;
+	struct options *o = arg;
+	if (!strcmp(name, "--buffer"))
+		o->bufsize = (size_t)ex_parse_num(v, 0, 1ul << 30);
+	else if (!strcmp(name, "--threads"))
+		o->threads = (unsigned)ex_parse_num(v, 0, MAX_THREADS);
+	else
+		return ex_server_option(&o->net, "--port", name, v);
+	return true;
 }
 
 static void parse_args(int argc, char **argv, struct options *o)
 {
-	*o = (struct options){.host = "127.0.0.1", .port = "0", .threads = 1};
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		if (i + 1 >= argc)
-			usage();
-		const char *v = argv[++i];
-		if (!strcmp(a, "--host"))
-			o->host = v;
-		else if (!strcmp(a, "--port") && parse_num(v, 65535) <= 65535)
-			o->port = v; /* validated, then kept as text for getaddrinfo */
-		else if (!strcmp(a, "--backend"))
-			o->backend = v;
-		else if (!strcmp(a, "--buffer"))
-			o->bufsize = parse_num(v, 1ul << 30);
-		else if (!strcmp(a, "--threads"))
-			o->threads = (unsigned)parse_num(v, MAX_THREADS);
-		else
-			usage();
-	}
+	*o = (struct options){.net = {.host = "127.0.0.1", .port = "0"}, .threads = 1};
+	ex_parse_options(argc, argv, take_option, o);
 	if (o->threads == 0)
-		usage();
+		ex_usage();
 }
 
-/* Each connection is one fd: let the process have as many as it may. */
-static void raise_fd_limit(void)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
-static void print_listening(int fd)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	char host[NI_MAXHOST], port[NI_MAXSERV];
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
-	    getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), port, sizeof(port),
-	                NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
-		perror("echo_server: getsockname");
-		exit(1);
-	}
-	if (ss.ss_family == AF_INET6)
-		printf("listening on [%s]:%s\n", host, port);
-	else
-		printf("listening on %s:%s\n", host, port);
-	fflush(stdout);
-}
-
-/* A listener on @addr with SO_REUSEPORT, so that every thread can have one
-   on the same port. */
-static int listen_on(const struct sockaddr *addr, socklen_t len)
-{
-	int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
-	    bind(fd, addr, len) < 0 || listen(fd, 65535) < 0) {
-		perror("echo_server: listen");
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* Opens one listener per server. With port 0 the first one gets a port from
+/* Opens one listener per server, all with SO_REUSEPORT so that every thread
+   has its own on the same port. With port 0 the first one gets a port from
    the kernel and the others bind to that same port. */
 static int open_listeners(unsigned n, const char *host, const char *port)
 {
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-	struct addrinfo *ai;
-	int rc = getaddrinfo(host, port, &hints, &ai);
-	if (rc != 0) {
-		fprintf(stderr, "echo_server: %s: %s\n", host, gai_strerror(rc));
+	sv[0].lfd = ex_open_listener(host, port, 65535, true);
+	if (sv[0].lfd < 0)
 		return -1;
-	}
 	struct sockaddr_storage ss;
-	socklen_t len = ai->ai_addrlen;
-	memcpy(&ss, ai->ai_addr, len);
-	freeaddrinfo(ai);
-	for (unsigned i = 0; i < n; i++) {
-		sv[i].lfd = listen_on((struct sockaddr *)&ss, len);
+	socklen_t len = sizeof(ss);
+	if (getsockname(sv[0].lfd, (struct sockaddr *)&ss, &len) < 0)
+		return -1;
+	for (unsigned i = 1; i < n; i++) {
+		sv[i].lfd = ex_listen((struct sockaddr *)&ss, len, 65535, true);
 		if (sv[i].lfd < 0)
-			return -1;
-		if (i == 0 && getsockname(sv[0].lfd, (struct sockaddr *)&ss, &len) < 0)
 			return -1;
 	}
 	return 0;
 }
 
-/* ---- request batching: one proact_submit per loop round ---------------- */
+/* ---- requests ------------------------------------------------------------ */
 
 static void conn_close(struct server *s, struct conn *c);
 
@@ -227,8 +152,9 @@ static void fatal(struct server *s, const char *what, int err)
 	kill(getpid(), SIGTERM); /* the signalfd read stops everyone */
 }
 
-static void refused(struct server *s, const struct proact_request *r, int err)
+static void refused(void *arg, const struct proact_request *r, int err)
 {
+	struct server *s = arg;
 	if (r->op == PROACT_OP_ACCEPT || r->ctx == s->sig) {
 		fatal(s, r->op == PROACT_OP_ACCEPT ? "proact_accept" : "signalfd read", err);
 		atomic_store(&stopping, true); /* in case it was the signal read */
@@ -240,27 +166,9 @@ static void refused(struct server *s, const struct proact_request *r, int err)
 	conn_close(s, c);
 }
 
-static void flush(struct server *s)
-{
-	int i = 0;
-	while (i < s->nbatch) {
-		int rc = proact_submit(s->w, s->batch + i, s->nbatch - i);
-		if (rc > 0) {
-			i += rc;
-			continue;
-		}
-		/* The head was refused; a retry from it returns its errno. */
-		refused(s, &s->batch[i], rc);
-		i++;
-	}
-	s->nbatch = 0;
-}
-
 static void queue(struct server *s, struct proact_request r)
 {
-	if (s->nbatch == BATCH)
-		flush(s);
-	s->batch[s->nbatch++] = r;
+	ex_batch_queue(&s->reqs, r);
 }
 
 static void queue_read(struct server *s, struct conn *c)
@@ -281,15 +189,6 @@ static void queue_accept(struct server *s)
 	queue(s, (struct proact_request){.fd = s->lfd, .op = PROACT_OP_ACCEPT});
 }
 
-static void queue_signal_read(struct server *s)
-{
-	queue(s, (struct proact_request){.fd = s->sfd,
-	                                 .op = PROACT_OP_READ,
-	                                 .buf = s->sig,
-	                                 .len = sizeof(s->sig),
-	                                 .ctx = s->sig});
-}
-
 /* ---- connections --------------------------------------------------------- */
 
 static void conn_release(struct conn *c)
@@ -306,13 +205,8 @@ static void conn_close(struct server *s, struct conn *c)
 	if (c->closing)
 		return;
 	c->closing = true;
-	int rc = proact_free(s->w, c->fd, c);
-	if (rc == -ENOENT) { /* its first read was refused: never registered */
-		close(c->fd);
+	if (ex_free_fd(s->w, c->fd, c) == -ENOENT) /* its first read was refused */
 		conn_release(c);
-	} else if (rc < 0) {
-		fprintf(stderr, "echo_server: proact_free(%d): %s\n", c->fd, proact_strerror(rc));
-	}
 }
 
 static void count_open(void)
@@ -346,37 +240,21 @@ static void conn_open(struct server *s, int fd)
 
 static void on_accept(struct server *s, const struct proact_completion *r)
 {
-	switch (r->error) {
-	case 0:
-		conn_open(s, r->newfd);
-		break;
-	case EMFILE: /* out of fds or memory: proact holds the next accept back */
-	case ENFILE: /* until a descriptor is freed, so resubmitting is safe */
-	case ENOBUFS:
-	case ENOMEM:
-		break;
-	case ECANCELED:
+	if (r->error == ECANCELED)
 		return;
-	default:
+	if (r->error == 0) {
+		conn_open(s, r->newfd);
+	} else if (!ex_accept_transient(r->error)) {
 		fatal(s, "accept", r->error);
 		return;
 	}
 	queue_accept(s);
 }
 
-/* A peer that resets is a client event, not a server error: count apart. */
-static void count_failure(struct server *s, int err)
-{
-	if (err == ECONNRESET || err == EPIPE)
-		s->resets++;
-	else if (err && err != ECANCELED)
-		s->errors++;
-}
-
 static void on_read(struct server *s, struct conn *c, const struct proact_completion *r)
 {
 	if (r->error || r->size == 0) { /* EOF, reset, or cancelled by a close */
-		count_failure(s, r->error);
+		ex_count_failure(r->error, &s->resets, &s->errors);
 		conn_close(s, c);
 		return;
 	}
@@ -390,7 +268,7 @@ static void on_write(struct server *s, struct conn *c, const struct proact_compl
 {
 	s->bytes += r->size;
 	if (r->error) {
-		count_failure(s, r->error);
+		ex_count_failure(r->error, &s->resets, &s->errors);
 		conn_close(s, c);
 		return;
 	}
@@ -448,7 +326,7 @@ static void *run(void *arg)
 			on_completion(s, &comp[i]);
 		/* Before the next wait: that call releases the pool buffers the
 		   queued writes refer to, unless they are submitted by then. */
-		flush(s);
+		ex_batch_flush(&s->reqs);
 	}
 	return NULL;
 }
@@ -457,7 +335,7 @@ static void *run(void *arg)
 
 static int setup(struct server *s, const struct options *o)
 {
-	struct proact_options po = {.backend = o->backend, .pool_buffer_size = POOL_BUF_SIZE};
+	struct proact_options po = {.backend = o->net.backend, .pool_buffer_size = POOL_BUF_SIZE};
 	/* With per-connection buffers the pool would only cost memory. */
 	if (o->bufsize)
 		po.pool_buffer_count = PROACT_POOL_NONE;
@@ -468,19 +346,15 @@ static int setup(struct server *s, const struct options *o)
 		fprintf(stderr, "echo_server: proact_watcher_new: %s\n", proact_strerror(rc));
 		return -1;
 	}
-	/* The first accept registers the listener: from then on the watcher
-	   closes it. */
-	rc = proact_accept(s->w, s->lfd, NULL, 0, NULL);
-	if (rc < 0) {
-		fprintf(stderr, "echo_server: proact_accept: %s\n", proact_strerror(rc));
+	s->reqs = (struct ex_batch){.w = s->w, .refused = refused, .ctx = s};
+	if (ex_accept_first(s->w, s->lfd) < 0)
 		return -1;
-	}
 	s->lfd_registered = true;
 	for (int i = 1; i < ACCEPTS; i++)
 		queue_accept(s);
 	if (s->sfd >= 0)
-		queue_signal_read(s);
-	flush(s);
+		queue(s, ex_signal_read(s->sfd, s->sig, sizeof(s->sig)));
+	ex_batch_flush(&s->reqs);
 	s->sfd_registered = s->sfd >= 0 && !s->failed;
 	return s->failed ? -1 : 0;
 }
@@ -496,19 +370,6 @@ static void teardown(struct server *s)
 		close(s->lfd);
 	if (!s->sfd_registered && s->sfd >= 0)
 		close(s->sfd);
-}
-
-/* Blocks SIGINT and SIGTERM (threads created afterwards inherit the mask)
-   and returns a signalfd for them. */
-static int open_signalfd(void)
-{
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
-		return -1;
-	return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 
 /* Servers 1..n-1 get a thread each; returns how many threads started. */
@@ -553,17 +414,18 @@ static bool report(unsigned n)
 int main(int argc, char **argv)
 {
 	struct options o;
+	ex_init("echo_server", usage_text);
 	parse_args(argc, argv, &o);
-	raise_fd_limit();
+	ex_raise_fd_limit();
 	nservers = o.threads;
 	for (unsigned i = 0; i < nservers; i++)
 		sv[i].lfd = sv[i].sfd = -1;
-	sv[0].sfd = open_signalfd();
+	sv[0].sfd = ex_open_signalfd();
 	if (sv[0].sfd < 0) {
 		perror("echo_server: signalfd");
 		return 1;
 	}
-	bool ok = open_listeners(nservers, o.host, o.port) == 0;
+	bool ok = open_listeners(nservers, o.net.host, o.net.port) == 0;
 	for (unsigned i = 0; ok && i < nservers; i++)
 		ok = setup(&sv[i], &o) == 0;
 	if (ok) {
@@ -571,7 +433,7 @@ int main(int argc, char **argv)
 		        proact_backend(sv[0].w),
 		        o.bufsize ? "per-connection buffers" : "NULL-buffer pool reads", nservers,
 		        nservers == 1 ? "" : "s");
-		print_listening(sv[0].lfd);
+		ex_print_listening(sv[0].lfd);
 		unsigned started = start_threads(nservers);
 		if (started == nservers - 1)
 			run(&sv[0]); /* until SIGINT or SIGTERM */

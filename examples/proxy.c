@@ -38,12 +38,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "proact.h"
+#include "util.h"
 
 #define BATCH      128 /* completions per proact_wait */
 #define ACCEPTS    8   /* accepts pending on the listener */
@@ -82,61 +82,32 @@ struct proxy {
 };
 
 struct options {
-	const char *host, *port, *to, *backend;
+	struct ex_server_options net;
+	const char *to;
 	unsigned long connect_ms;
 };
 
-static void usage(void)
-{
-	fprintf(stderr, "usage: proxy --listen PORT [--host ADDR] --to HOST:PORT "
-	                "[--backend NAME] [--connect-timeout MS]\n");
-	exit(2);
-}
+static const char usage_text[] = "usage: proxy --listen PORT [--host ADDR] --to HOST:PORT "
+                                 "[--backend NAME] [--connect-timeout MS]\n";
 
-static unsigned long parse_num(const char *s, unsigned long min, unsigned long max)
+static bool take_option(void *arg, const char *name, const char *v)
 {
-	char *end;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max || s[0] == '-') {
-		fprintf(stderr, "proxy: bad number '%s'\n", s);
-		exit(2);
-	}
-	return v;
+	struct options *o = arg;
+	if (!strcmp(name, "--to"))
+		o->to = v;
+	else if (!strcmp(name, "--connect-timeout"))
+		o->connect_ms = (unsigned long)ex_parse_num(v, 1, 3600000);
+	else
+		return ex_server_option(&o->net, "--listen", name, v);
+	return true;
 }
 
 static void parse_args(int argc, char **argv, struct options *o)
 {
-	*o = (struct options){.host = "127.0.0.1", .connect_ms = CONNECT_MS};
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		if (i + 1 >= argc)
-			usage();
-		const char *v = argv[++i];
-		if (!strcmp(a, "--listen") && parse_num(v, 0, 65535) <= 65535)
-			o->port = v; /* validated, then kept as text for getaddrinfo */
-		else if (!strcmp(a, "--host"))
-			o->host = v;
-		else if (!strcmp(a, "--to"))
-			o->to = v;
-		else if (!strcmp(a, "--backend"))
-			o->backend = v;
-		else if (!strcmp(a, "--connect-timeout"))
-			o->connect_ms = parse_num(v, 1, 3600000);
-		else
-			usage();
-	}
-	if (!o->port || !o->to)
-		usage();
-}
-
-static void raise_fd_limit(void)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
+	*o = (struct options){.net = {.host = "127.0.0.1"}, .connect_ms = CONNECT_MS};
+	ex_parse_options(argc, argv, take_option, o);
+	if (!o->net.port || !o->to)
+		ex_usage();
 }
 
 /* "HOST:PORT" or "[V6]:PORT" to an address; 0 or -1. */
@@ -153,68 +124,12 @@ static int resolve_to(const char *to, struct sockaddr_storage *ss, socklen_t *le
 		memmove(host, host + 1, n - 2);
 		host[n - 2] = 0;
 	}
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
-	struct addrinfo *ai;
-	int rc = getaddrinfo(host, colon + 1, &hints, &ai);
+	int rc = ex_resolve(host, colon + 1, 0, ss, len);
 	if (rc != 0) {
 		fprintf(stderr, "proxy: %s: %s\n", to, gai_strerror(rc));
 		return -1;
 	}
-	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
-	*len = ai->ai_addrlen;
-	freeaddrinfo(ai);
 	return 0;
-}
-
-static int open_listener(const char *host, const char *port)
-{
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-	struct addrinfo *ai;
-	int rc = getaddrinfo(host, port, &hints, &ai);
-	if (rc != 0) {
-		fprintf(stderr, "proxy: %s: %s\n", host, gai_strerror(rc));
-		return -1;
-	}
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
-		perror("proxy: listen");
-		if (fd >= 0)
-			close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(ai);
-	return fd;
-}
-
-static void print_listening(int fd)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	char host[NI_MAXHOST], port[NI_MAXSERV];
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
-	    getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), port, sizeof(port),
-	                NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
-		perror("proxy: getsockname");
-		exit(1);
-	}
-	if (ss.ss_family == AF_INET6)
-		printf("listening on [%s]:%s\n", host, port);
-	else
-		printf("listening on %s:%s\n", host, port);
-	fflush(stdout);
-}
-
-static int open_signalfd(void)
-{
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-		return -1;
-	return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 
 /* ---- pairs ------------------------------------------------------------- */
@@ -226,19 +141,6 @@ static void pair_release(struct pair *p)
 	free(p);
 }
 
-/* Frees one side: 1 if a PROACT_OP_FREE completion will follow. */
-static int free_fd(struct proxy *x, struct pair *p, int fd)
-{
-	int rc = proact_free(x->w, fd, p);
-	if (rc == 0)
-		return 1;
-	if (rc == -ENOENT) /* never registered (the pair failed early): ours */
-		close(fd);
-	else
-		fprintf(stderr, "proxy: proact_free(%d): %s\n", fd, proact_strerror(rc));
-	return 0;
-}
-
 /* Ends the pair: pending requests complete with ECANCELED, then come the
    FREE completions, and the last of those releases the state. */
 static void pair_close(struct proxy *x, struct pair *p)
@@ -246,7 +148,9 @@ static void pair_close(struct proxy *x, struct pair *p)
 	if (p->closing)
 		return;
 	p->closing = true;
-	p->frees = free_fd(x, p, p->cfd) + free_fd(x, p, p->ufd);
+	/* A side that gets no FREE completion (never registered, or the free
+	   failed) is done with now. */
+	p->frees = (ex_free_fd(x->w, p->cfd, p) == 0) + (ex_free_fd(x->w, p->ufd, p) == 0);
 	if (p->frees == 0)
 		pair_release(p);
 }
@@ -389,16 +293,9 @@ static void stop(struct proxy *x, const char *what, int err)
 
 static void on_accept(struct proxy *x, const struct proact_completion *r)
 {
-	switch (r->error) {
-	case 0:
+	if (r->error == 0) {
 		pair_open(x, r->newfd);
-		break;
-	case EMFILE:  /* out of fds or memory: proact holds the next accept back */
-	case ENFILE:  /* until a descriptor is freed, so resubmitting is safe; */
-	case ENOBUFS: /* the client waits in the listen queue meanwhile */
-	case ENOMEM:
-		break;
-	default:
+	} else if (!ex_accept_transient(r->error)) {
 		stop(x, "accept", r->error);
 		return;
 	}
@@ -467,27 +364,20 @@ static int setup(struct proxy *x, const struct options *o)
 		return -1;
 	}
 	x->connect_ms = o->connect_ms;
-	struct proact_options po = {.backend = o->backend};
+	struct proact_options po = {.backend = o->net.backend};
 	int rc = proact_watcher_new(&x->w, &po);
 	if (rc < 0) {
 		fprintf(stderr, "proxy: proact_watcher_new: %s\n", proact_strerror(rc));
 		return -1;
 	}
-	x->sfd = open_signalfd();
+	x->sfd = ex_open_signalfd();
 	if (x->sfd < 0) {
 		perror("proxy: signalfd");
 		return -1;
 	}
-	x->lfd = open_listener(o->host, o->port);
-	if (x->lfd < 0)
+	x->lfd = ex_open_listener(o->net.host, o->net.port, 4096, false);
+	if (x->lfd < 0 || ex_accept_first(x->w, x->lfd) < 0)
 		return -1;
-	/* The first accept registers the listener: from then on the watcher
-	   closes it. */
-	rc = proact_accept(x->w, x->lfd, NULL, 0, NULL);
-	if (rc < 0) {
-		fprintf(stderr, "proxy: proact_accept: %s\n", proact_strerror(rc));
-		return -1;
-	}
 	x->lfd_registered = true;
 	rc = proact_read(x->w, x->sfd, x->sig, sizeof(x->sig), x->sig);
 	if (rc < 0) {
@@ -514,8 +404,9 @@ static void teardown(struct proxy *x)
 int main(int argc, char **argv)
 {
 	struct options o;
+	ex_init("proxy", usage_text);
 	parse_args(argc, argv, &o);
-	raise_fd_limit();
+	ex_raise_fd_limit();
 	static struct proxy x; /* its fields' addresses are ctxs */
 	x.lfd = x.sfd = -1;
 	x.live.next = x.live.prev = &x.live;
@@ -524,7 +415,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	fprintf(stderr, "proxy: backend %s, to %s\n", proact_backend(x.w), o.to);
-	print_listening(x.lfd);
+	ex_print_listening(x.lfd);
 	run(&x);
 	printf("proxy: accepted %" PRIu64 " connections, %" PRIu64 " bytes to upstream, %" PRIu64
 	       " bytes to clients, %" PRIu64 " failed connects, %" PRIu64 " resets, %" PRIu64

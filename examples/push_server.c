@@ -23,7 +23,6 @@
 #endif
 #include <errno.h>
 #include <inttypes.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -31,7 +30,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -39,8 +37,9 @@
 #include <unistd.h>
 
 #include "proact.h"
+#include "util.h"
 
-#define BATCH         256  /* completions per proact_wait, requests per proact_submit */
+#define BATCH         256  /* completions per proact_wait */
 #define MAX_INFLIGHT  8    /* queued pushes per client before it skips ticks */
 #define POOL_BUF_SIZE 4096 /* clients are not expected to talk: a small pool */
 #define POOL_BUF_N    64
@@ -71,115 +70,26 @@ struct server {
 	uint64_t ticks; /* timerfd read buffer */
 	struct client **clients;
 	size_t nclients, cap;
-	struct push pushes; /* list head */
-	struct proact_request batch[BATCH];
-	int nbatch;
+	struct push pushes;   /* list head */
+	struct ex_batch reqs; /* one proact_submit per loop round */
 	uint64_t accepted, pushes_sent, bytes, skipped, resets, errors;
 };
 
 struct options {
-	const char *host, *port, *backend;
+	struct ex_server_options net;
 	unsigned long interval_ms;
 };
 
-static void usage(void)
-{
-	fprintf(stderr, "usage: push_server [--host ADDR] [--port N] [--backend NAME] "
-	                "[--interval-ms N]\n");
-	exit(2);
-}
+static const char usage_text[] = "usage: push_server [--host ADDR] [--port N] [--backend NAME] "
+                                 "[--interval-ms N]\n";
 
-static unsigned long parse_num(const char *s, unsigned long min, unsigned long max)
+static bool take_option(void *arg, const char *name, const char *v)
 {
-	char *end;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max || s[0] == '-') {
-		fprintf(stderr, "push_server: bad number '%s'\n", s);
-		exit(2);
-	}
-	return v;
-}
-
-static void parse_args(int argc, char **argv, struct options *o)
-{
-	*o = (struct options){.host = "127.0.0.1", .port = "0", .interval_ms = 1000};
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		if (i + 1 >= argc)
-			usage();
-		const char *v = argv[++i];
-		if (!strcmp(a, "--host"))
-			o->host = v;
-		else if (!strcmp(a, "--port") && parse_num(v, 0, 65535) <= 65535)
-			o->port = v; /* validated, then kept as text for getaddrinfo */
-		else if (!strcmp(a, "--backend"))
-			o->backend = v;
-		else if (!strcmp(a, "--interval-ms"))
-			o->interval_ms = parse_num(v, 1, 86400000);
-		else
-			usage();
-	}
-}
-
-static void raise_fd_limit(void)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
-static void print_listening(int fd)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	char host[NI_MAXHOST], port[NI_MAXSERV];
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
-	    getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), port, sizeof(port),
-	                NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
-		perror("push_server: getsockname");
-		exit(1);
-	}
-	if (ss.ss_family == AF_INET6)
-		printf("listening on [%s]:%s\n", host, port);
-	else
-		printf("listening on %s:%s\n", host, port);
-	fflush(stdout);
-}
-
-static int open_listener(const char *host, const char *port)
-{
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-	struct addrinfo *ai;
-	int rc = getaddrinfo(host, port, &hints, &ai);
-	if (rc != 0) {
-		fprintf(stderr, "push_server: %s: %s\n", host, gai_strerror(rc));
-		return -1;
-	}
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 65535) < 0) {
-		perror("push_server: listen");
-		if (fd >= 0)
-			close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(ai);
-	return fd;
-}
-
-static int open_signalfd(void)
-{
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-		return -1;
-	return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	struct options *o = arg;
+	if (strcmp(name, "--interval-ms") != 0)
+		return ex_server_option(&o->net, "--port", name, v);
+	o->interval_ms = (unsigned long)ex_parse_num(v, 1, 86400000);
+	return true;
 }
 
 static int open_timerfd(unsigned long ms)
@@ -237,8 +147,9 @@ static struct push *push_of(const void *text)
 
 static void client_close(struct server *s, struct client *c);
 
-static void refused(struct server *s, const struct proact_request *r, int err)
+static void refused(void *arg, const struct proact_request *r, int err)
 {
+	struct server *s = arg;
 	if (r->ctx == s->sig || r->ctx == &s->ticks || r->op == PROACT_OP_ACCEPT) {
 		fprintf(stderr, "push_server: internal request: %s\n", proact_strerror(err));
 		s->stop = s->failed = true;
@@ -260,39 +171,18 @@ static void refused(struct server *s, const struct proact_request *r, int err)
 
 static void flush(struct server *s)
 {
-	int i = 0;
-	while (i < s->nbatch) {
-		int rc = proact_submit(s->w, s->batch + i, s->nbatch - i);
-		if (rc > 0) {
-			i += rc;
-			continue;
-		}
-		refused(s, &s->batch[i], rc); /* a retry from the head gives its errno */
-		i++;
-	}
-	s->nbatch = 0;
+	ex_batch_flush(&s->reqs);
 }
 
 static void queue(struct server *s, struct proact_request r)
 {
-	if (s->nbatch == BATCH)
-		flush(s);
-	s->batch[s->nbatch++] = r;
+	ex_batch_queue(&s->reqs, r);
 }
 
 static void queue_client_read(struct server *s, struct client *c)
 {
 	queue(s, (struct proact_request){
 	             .fd = c->fd, .op = PROACT_OP_READ, .len = POOL_BUF_SIZE, .ctx = c});
-}
-
-static void queue_signal_read(struct server *s)
-{
-	queue(s, (struct proact_request){.fd = s->sfd,
-	                                 .op = PROACT_OP_READ,
-	                                 .buf = s->sig,
-	                                 .len = sizeof(s->sig),
-	                                 .ctx = s->sig});
 }
 
 static void queue_accept(struct server *s)
@@ -324,13 +214,8 @@ static void client_close(struct server *s, struct client *c)
 	if (c->closing)
 		return;
 	c->closing = true;
-	int rc = proact_free(s->w, c->fd, c);
-	if (rc == -ENOENT) { /* its first read was refused: never registered */
-		close(c->fd);
+	if (ex_free_fd(s->w, c->fd, c) == -ENOENT) /* its first read was refused */
 		client_release(s, c);
-	} else if (rc < 0) {
-		fprintf(stderr, "push_server: proact_free(%d): %s\n", c->fd, proact_strerror(rc));
-	}
 }
 
 static void client_open(struct server *s, int fd)
@@ -358,34 +243,17 @@ static void client_open(struct server *s, int fd)
 
 static void on_accept(struct server *s, const struct proact_completion *r)
 {
-	switch (r->error) {
-	case 0:
-		client_open(s, r->newfd);
-		break;
-	case EMFILE: /* out of fds or memory: proact holds the next accept back */
-	case ENFILE: /* until a descriptor is freed, so resubmitting is safe */
-	case ENOBUFS:
-	case ENOMEM:
-		break;
-	default:
+	if (r->error && !ex_accept_transient(r->error)) {
 		fprintf(stderr, "push_server: accept: %s\n", proact_strerror(r->error));
 		s->stop = s->failed = true;
 		return;
 	}
+	if (r->error == 0)
+		client_open(s, r->newfd);
 	queue_accept(s);
 }
 
 /* ---- completions ------------------------------------------------------------ */
-
-/* A client that hangs up with pushes unread resets the connection: that is
-   a disconnect, not a server error. */
-static void count_failure(struct server *s, int err)
-{
-	if (err == ECONNRESET || err == EPIPE)
-		s->resets++;
-	else if (err && err != ECANCELED)
-		s->errors++;
-}
 
 static void on_tick(struct server *s, const struct proact_completion *r)
 {
@@ -430,7 +298,9 @@ static void on_write(struct server *s, struct client *c, const struct proact_com
 	push_unref(push_of(r->buf));
 	c->inflight--;
 	if (r->error) {
-		count_failure(s, r->error);
+		/* A client that hangs up with pushes unread resets the
+		   connection: a disconnect, not a server error. */
+		ex_count_failure(r->error, &s->resets, &s->errors);
 		client_close(s, c);
 		return;
 	}
@@ -442,7 +312,7 @@ static void on_write(struct server *s, struct client *c, const struct proact_com
 static void on_read(struct server *s, struct client *c, const struct proact_completion *r)
 {
 	if (r->error || r->size == 0) {
-		count_failure(s, r->error);
+		ex_count_failure(r->error, &s->resets, &s->errors);
 		client_close(s, c);
 		return;
 	}
@@ -458,7 +328,7 @@ static void on_signal(struct server *s, const struct proact_completion *r)
 	}
 	s->stop = r->size > 0; /* SIGINT or SIGTERM */
 	if (!s->stop)
-		queue_signal_read(s);
+		queue(s, ex_signal_read(s->sfd, s->sig, sizeof(s->sig)));
 }
 
 static void on_completion(struct server *s, const struct proact_completion *r)
@@ -493,7 +363,7 @@ static void on_completion(struct server *s, const struct proact_completion *r)
 static void run(struct server *s)
 {
 	struct proact_completion comp[BATCH];
-	queue_signal_read(s);
+	queue(s, ex_signal_read(s->sfd, s->sig, sizeof(s->sig)));
 	queue_timer_read(s);
 	for (int i = 1; i < ACCEPTS; i++)
 		queue_accept(s);
@@ -513,7 +383,7 @@ static void run(struct server *s)
 
 static int setup(struct server *s, const struct options *o)
 {
-	struct proact_options po = {.backend = o->backend,
+	struct proact_options po = {.backend = o->net.backend,
 	                            .pool_buffer_size = POOL_BUF_SIZE,
 	                            .pool_buffer_count = POOL_BUF_N};
 	int rc = proact_watcher_new(&s->w, &po);
@@ -521,31 +391,26 @@ static int setup(struct server *s, const struct options *o)
 		fprintf(stderr, "push_server: proact_watcher_new: %s\n", proact_strerror(rc));
 		return -1;
 	}
-	s->sfd = open_signalfd();
+	s->sfd = ex_open_signalfd();
 	s->tfd = open_timerfd(o->interval_ms);
 	if (s->sfd < 0 || s->tfd < 0) {
 		perror("push_server: signalfd/timerfd");
 		return -1;
 	}
-	s->lfd = open_listener(o->host, o->port);
-	if (s->lfd < 0)
+	s->reqs = (struct ex_batch){.w = s->w, .refused = refused, .ctx = s};
+	s->lfd = ex_open_listener(o->net.host, o->net.port, 65535, false);
+	if (s->lfd < 0 || ex_accept_first(s->w, s->lfd) < 0)
 		return -1;
-	/* The first accept registers the listener: from then on the watcher
-	   closes it. */
-	rc = proact_accept(s->w, s->lfd, NULL, 0, NULL);
-	if (rc < 0) {
-		fprintf(stderr, "push_server: proact_accept: %s\n", proact_strerror(rc));
-		return -1;
-	}
 	s->lfd_registered = true;
 	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	struct options o;
-	parse_args(argc, argv, &o);
-	raise_fd_limit();
+	struct options o = {.net = {.host = "127.0.0.1", .port = "0"}, .interval_ms = 1000};
+	ex_init("push_server", usage_text);
+	ex_parse_options(argc, argv, take_option, &o);
+	ex_raise_fd_limit();
 	static struct server s; /* large (the batch), and its fields' addresses are ctxs */
 	s.lfd = s.sfd = s.tfd = -1;
 	s.pushes.next = s.pushes.prev = &s.pushes;
@@ -557,7 +422,7 @@ int main(int argc, char **argv)
 	}
 	fprintf(stderr, "push_server: backend %s, a push every %lu ms; try: nc HOST PORT\n",
 	        proact_backend(s.w), o.interval_ms);
-	print_listening(s.lfd);
+	ex_print_listening(s.lfd);
 	run(&s);
 	printf("push_server: accepted %" PRIu64 " clients, sent %" PRIu64 " pushes (%" PRIu64
 	       " bytes), %" PRIu64 " skipped, %" PRIu64 " resets, %" PRIu64 " errors\n",

@@ -1,0 +1,220 @@
+/*
+ * util - helpers shared by the example programs; see util.h.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "util.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+static const char *progname = "example";
+static const char *usage_text = "";
+
+/* ---- options ------------------------------------------------------------ */
+
+void ex_init(const char *name, const char *usage)
+{
+	progname = name;
+	usage_text = usage;
+}
+
+void ex_usage(void)
+{
+	fputs(usage_text, stderr);
+	exit(2);
+}
+
+unsigned long long ex_parse_num(const char *s, unsigned long long min, unsigned long long max)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	/* strtoull accepts "-1" as a huge value: refuse the sign outright. */
+	if (errno || end == s || *end || v < min || v > max || s[0] == '-') {
+		fprintf(stderr, "%s: bad number '%s'\n", progname, s);
+		exit(2);
+	}
+	return v;
+}
+
+void ex_parse_options(int argc, char **argv, ex_option_fn *take, void *ctx)
+{
+	for (int i = 1; i < argc; i += 2) {
+		if (i + 1 >= argc || !take(ctx, argv[i], argv[i + 1]))
+			ex_usage();
+	}
+}
+
+bool ex_server_option(struct ex_server_options *o, const char *port_name, const char *name,
+                      const char *value)
+{
+	if (!strcmp(name, "--host")) {
+		o->host = value;
+	} else if (!strcmp(name, port_name)) {
+		ex_parse_num(value, 0, 65535); /* exits unless a port */
+		o->port = value;
+	} else if (!strcmp(name, "--backend")) {
+		o->backend = value;
+	} else {
+		return false;
+	}
+	return true;
+}
+
+/* ---- sockets and signals ------------------------------------------------ */
+
+void ex_raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+int ex_resolve(const char *host, const char *port, int ai_flags, struct sockaddr_storage *ss,
+               socklen_t *len)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = ai_flags};
+	struct addrinfo *ai;
+	int rc = getaddrinfo(host, port, &hints, &ai);
+	if (rc != 0)
+		return rc;
+	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+	*len = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	return 0;
+}
+
+int ex_listen(const struct sockaddr *addr, socklen_t len, int backlog, bool reuseport)
+{
+	int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+	    bind(fd, addr, len) < 0 || listen(fd, backlog) < 0) {
+		fprintf(stderr, "%s: listen: %s\n", progname, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int ex_open_listener(const char *host, const char *port, int backlog, bool reuseport)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int rc = ex_resolve(host, port, AI_PASSIVE, &ss, &len);
+	if (rc != 0) {
+		fprintf(stderr, "%s: %s: %s\n", progname, host, gai_strerror(rc));
+		return -1;
+	}
+	return ex_listen((struct sockaddr *)&ss, len, backlog, reuseport);
+}
+
+void ex_print_listening(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char host[NI_MAXHOST], port[NI_MAXSERV];
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
+	    getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), port, sizeof(port),
+	                NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		fprintf(stderr, "%s: getsockname: %s\n", progname, strerror(errno));
+		exit(1);
+	}
+	if (ss.ss_family == AF_INET6)
+		printf("listening on [%s]:%s\n", host, port);
+	else
+		printf("listening on %s:%s\n", host, port);
+	fflush(stdout);
+}
+
+int ex_open_signalfd(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	/* pthread_sigmask, not sigprocmask: the latter is unspecified once
+	   there are threads, and echo_server starts some. */
+	int rc = pthread_sigmask(SIG_BLOCK, &set, NULL);
+	if (rc != 0) {
+		errno = rc; /* it returns the error instead of setting errno */
+		return -1;
+	}
+	return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+struct proact_request ex_signal_read(int sfd, struct signalfd_siginfo *info, size_t len)
+{
+	return (struct proact_request){
+	    .fd = sfd, .op = PROACT_OP_READ, .buf = info, .len = len, .ctx = info};
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+void ex_batch_queue(struct ex_batch *b, struct proact_request r)
+{
+	if (b->n == EX_BATCH)
+		ex_batch_flush(b);
+	b->req[b->n++] = r;
+}
+
+void ex_batch_flush(struct ex_batch *b)
+{
+	int i = 0;
+	while (i < b->n) {
+		int rc = proact_submit(b->w, b->req + i, b->n - i);
+		if (rc > 0) {
+			i += rc;
+			continue;
+		}
+		/* The head was refused; a retry from it returns its errno. */
+		b->refused(b->ctx, &b->req[i], rc);
+		i++;
+	}
+	b->n = 0;
+}
+
+int ex_accept_first(proact_watcher *w, int lfd)
+{
+	int rc = proact_accept(w, lfd, NULL, 0, NULL);
+	if (rc < 0)
+		fprintf(stderr, "%s: proact_accept: %s\n", progname, proact_strerror(rc));
+	return rc;
+}
+
+bool ex_accept_transient(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+int ex_free_fd(proact_watcher *w, int fd, void *ctx)
+{
+	int rc = proact_free(w, fd, ctx);
+	if (rc == -ENOENT)
+		close(fd); /* proact never took it: still ours */
+	else if (rc < 0)
+		fprintf(stderr, "%s: proact_free(%d): %s\n", progname, fd, proact_strerror(rc));
+	return rc;
+}
+
+void ex_count_failure(int err, uint64_t *resets, uint64_t *errors)
+{
+	if (err == ECONNRESET || err == EPIPE)
+		(*resets)++;
+	else if (err && err != ECANCELED)
+		(*errors)++;
+}

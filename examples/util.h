@@ -1,0 +1,130 @@
+/*
+ * util - what the example servers and clients share: option parsing, the
+ * descriptor limit, listening sockets, stop signals, and the request
+ * plumbing every proact server needs. Not part of proact; echo_minimal.c
+ * and lifecycle.c stay self-contained on purpose.
+ *
+ * Messages go to stderr prefixed with the name given to ex_init().
+ */
+#ifndef PROACT_EXAMPLES_UTIL_H
+#define PROACT_EXAMPLES_UTIL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+
+#include "proact.h"
+
+/* ---- options ------------------------------------------------------------ */
+
+/* Names the program for every message below ("echo_server") and gives the
+   whole usage text, newline included, that ex_usage() prints. Call first. */
+void ex_init(const char *progname, const char *usage);
+
+/* Prints the usage text and exits with status 2. */
+_Noreturn void ex_usage(void);
+
+/* A decimal option value in [min, max]; anything else (a sign, trailing text,
+   overflow) prints "PROG: bad number 'S'" and exits with status 2. */
+unsigned long long ex_parse_num(const char *s, unsigned long long min, unsigned long long max);
+
+/* Takes one "--name value" option; false if @name is not one of its own. */
+typedef bool ex_option_fn(void *ctx, const char *name, const char *value);
+
+/* Hands every "--name value" pair of argv to @take. A name without a value,
+   or one @take does not know, is a usage error (ex_usage()). */
+void ex_parse_options(int argc, char **argv, ex_option_fn *take, void *ctx);
+
+/* The options every server takes. The caller sets the defaults. */
+struct ex_server_options {
+	const char *host;    /* --host ADDR */
+	const char *port;    /* checked, then kept as text for getaddrinfo */
+	const char *backend; /* --backend NAME; NULL lets proact choose */
+};
+
+/* Takes --host, --backend and the port option, named @port_name ("--port";
+   the proxy says "--listen"); false for any other @name. */
+bool ex_server_option(struct ex_server_options *o, const char *port_name, const char *name,
+                      const char *value);
+
+/* ---- sockets and signals ------------------------------------------------ */
+
+/* Raises the soft RLIMIT_NOFILE to the hard one: every connection is an fd.
+   Failure is ignored; the program then runs out of fds sooner. */
+void ex_raise_fd_limit(void);
+
+/* Resolves @host and @port (ai_flags: AI_PASSIVE for a listener) to the
+   first address found. Returns 0, or getaddrinfo's error code for
+   gai_strerror(); prints nothing, so the caller names what failed. */
+int ex_resolve(const char *host, const char *port, int ai_flags, struct sockaddr_storage *ss,
+               socklen_t *len);
+
+/* A non-blocking listener bound to @addr with SO_REUSEADDR, and with
+   @reuseport also SO_REUSEPORT (several listeners on one port, one per
+   thread). Returns the fd, or -1 after printing "PROG: listen: ERROR". */
+int ex_listen(const struct sockaddr *addr, socklen_t len, int backlog, bool reuseport);
+
+/* ex_resolve() with AI_PASSIVE, then ex_listen(). Returns the fd, or -1
+   after printing why. */
+int ex_open_listener(const char *host, const char *port, int backlog, bool reuseport);
+
+/* Prints "listening on HOST:PORT" ("[V6]:PORT") for @fd's local address and
+   flushes: scripts wait for that line and take the port from it (port 0
+   lets the kernel choose). Exits with status 1 if the address is unknown. */
+void ex_print_listening(int fd);
+
+/* Blocks SIGINT and SIGTERM in the calling thread (threads it creates later
+   inherit the mask) and returns a non-blocking signalfd for them, or -1 with
+   errno set. A read pending on it stops the loop without a handler, which
+   could not call proact_wakeup() (not async-signal-safe). */
+int ex_open_signalfd(void);
+
+/* The read of @len bytes into @info that a stop signal completes. @info is
+   also the ctx, so a completion whose ctx is @info is the signal. */
+struct proact_request ex_signal_read(int sfd, struct signalfd_siginfo *info, size_t len);
+
+/* ---- requests ----------------------------------------------------------- */
+
+#define EX_BATCH 256 /* requests per proact_submit */
+
+/* Requests gathered during a loop round, submitted together by
+   ex_batch_flush(). Set w, refused and ctx; n starts at 0. */
+struct ex_batch {
+	proact_watcher *w;
+	/* Called for each request proact_submit() refuses, with its negative
+	   errno: no completion will come for it. */
+	void (*refused)(void *ctx, const struct proact_request *r, int err);
+	void *ctx;
+	int n;
+	struct proact_request req[EX_BATCH];
+};
+
+/* Adds @r, first submitting the batch if it is full. */
+void ex_batch_queue(struct ex_batch *b, struct proact_request r);
+
+/* Submits every queued request. Call before the next proact_wait(): that
+   call releases the pool buffers that queued writes may refer to. */
+void ex_batch_flush(struct ex_batch *b);
+
+/* Submits the first accept on @lfd, which registers it: from then on the
+   watcher owns and closes it. Returns 0, or the error after printing it. */
+int ex_accept_first(proact_watcher *w, int lfd);
+
+/* Whether an accept that failed with @err may simply be resubmitted: out of
+   fds or memory, proact holds the next accept back until a descriptor is
+   freed, and the client waits in the listen queue meanwhile. */
+bool ex_accept_transient(int err);
+
+/* Hands @fd to proact_free(). Returns 0: a PROACT_OP_FREE completion with
+   @ctx follows; -ENOENT: never registered (its first request was refused),
+   so it was closed here and no completion follows; another negative errno:
+   printed, no completion follows. */
+int ex_free_fd(proact_watcher *w, int fd, void *ctx);
+
+/* Counts a failed request: a peer that resets or breaks the pipe is a
+   client event (*resets), a cancel is a close of ours (not counted), the
+   rest are *errors. */
+void ex_count_failure(int err, uint64_t *resets, uint64_t *errors);
+
+#endif

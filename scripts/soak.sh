@@ -19,7 +19,11 @@ status=0
 for b in $backends; do
 	echo "== soak on $b for ${seconds}s =="
 	start=$(date +%s)
-	if ! PROACT_BACKEND=$b PROACT_SOAK_SECONDS=$seconds "$dir/tests/test_soak"; then
+	# io_uring-recv is io_uring with pending receives instead of polls.
+	mode=poll
+	[ "$b" = io_uring-recv ] && mode=recv
+	if ! PROACT_BACKEND=${b%-recv} PROACT_URING_POOL_READ=$mode PROACT_SOAK_SECONDS=$seconds \
+		"$dir/tests/test_soak"; then
 		status=1
 	fi
 	echo "== $b: $(($(date +%s) - start))s wall =="

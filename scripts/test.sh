@@ -32,4 +32,8 @@ TSAN_OPTIONS=halt_on_error=1 run_suite build/tsan -DPROACT_TSAN=ON -DPROACT_EXAM
 	-- -R 'threads|shutdown|basic'
 echo "== fuzz smoke (libFuzzer, 30 s per backend) =="
 bash scripts/fuzz.sh 30
+echo "== benchmark smoke (bench/run.sh --quick: every scenario once, no thresholds) =="
+# Fails only if a load run fails, which includes any echo that differs from
+# what was sent; the figures go to build/bench-smoke, not bench/results.
+bash bench/run.sh --quick --out build/bench-smoke
 echo "== all tests passed =="

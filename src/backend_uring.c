@@ -549,6 +549,12 @@ static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 	struct uring_state *s = state(w);
 	if (r->op == PROACT_OP_ACCEPT && !s->single_accept)
 		return accept_io(s, f, r);
+	/* Reads with data wait for a pool buffer in order: a receive that would
+	   take one while others wait joins them instead of overtaking. */
+	bool takes_buffer = dir == PROACT__RD && !r->buf && r->op != PROACT_OP_ACCEPT &&
+	                    !(s->poll_first && f->ready[PROACT__RD] == 0);
+	if (takes_buffer && w->starved_head && !f->pool_try && w->pool.navail <= w->pool.trying)
+		return PROACT__NOPOOL;
 	struct io_uring_sqe *sqe = sqe_get(s);
 	if (!sqe)
 		return -EBUSY;

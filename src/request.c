@@ -189,11 +189,18 @@ static void mark_dirty(struct proact_watcher *w, struct proact__fd *f)
 	w->dirty_tail = f;
 }
 
-static void mark_starved(struct proact_watcher *w, struct proact__fd *f)
+/* Reads wait for a pool buffer in arrival order; one that was woken and
+   lost the buffer to a faster read keeps its place at the front. */
+static void mark_starved(struct proact_watcher *w, struct proact__fd *f, bool front)
 {
 	if (f->flags & PROACT__F_STARVED)
 		return;
 	f->flags |= PROACT__F_STARVED;
+	if (front && w->starved_head) {
+		f->next_starved = w->starved_head;
+		w->starved_head = f;
+		return;
+	}
 	f->next_starved = NULL;
 	if (w->starved_tail)
 		w->starved_tail->next_starved = f;
@@ -389,7 +396,7 @@ void proact__progress(struct proact_watcher *w, struct proact__fd *f, int dir)
 			return;
 		}
 		if (n == PROACT__NOPOOL) {
-			mark_starved(w, f);
+			mark_starved(w, f, false);
 			return;
 		}
 		account(w, r, n);
@@ -402,12 +409,13 @@ static void finish_close(struct proact_watcher *w, struct proact__fd *f);
  * The result of an in-flight head. A head whose deadline passed or whose fd
  * is closing was asked back from the kernel; whatever it moved still counts.
  */
-static void io_settle(struct proact_watcher *w, struct proact__fd *f, int dir, ssize_t n)
+static void io_settle(struct proact_watcher *w, struct proact__fd *f, int dir, ssize_t n,
+                      bool woken)
 {
 	struct proact__req *r = f->head[dir];
 	f->inflight[dir] = 0;
 	if (n == PROACT__NOPOOL && !r->expired && f->state == PROACT__FD_ACTIVE) {
-		mark_starved(w, f);
+		mark_starved(w, f, woken);
 		return;
 	}
 	if (f->cancel[dir] && r->op == PROACT_OP_ACCEPT && n >= 0) {
@@ -433,10 +441,11 @@ static void io_settle(struct proact_watcher *w, struct proact__fd *f, int dir, s
 
 void proact__io_done(struct proact_watcher *w, struct proact__fd *f, int dir, ssize_t n)
 {
-	bool pool_changed = dir == PROACT__RD && (f->pool_try || n == PROACT__NOPOOL);
+	bool woken = dir == PROACT__RD && f->pool_try;
+	bool pool_changed = woken || (dir == PROACT__RD && n == PROACT__NOPOOL);
 	if (dir == PROACT__RD)
 		proact__pool_tried(w, f);
-	io_settle(w, f, dir, n);
+	io_settle(w, f, dir, n, woken);
 	/* A reservation ended, or buffers came back while this read was failing
 	   for want of one: another starved read may go now. */
 	if (pool_changed)

@@ -974,13 +974,15 @@ struct hammer {
 	int late_bad;        /* calls made after shutdown that did not get -ESHUTDOWN */
 	int wrong;           /* results outside what proact.h allows */
 	char buf[4][64];
+	/* The writevs' array: the watcher's until their completions, so it must
+	   outlive the call; set once, every writev of this thread shares it. */
+	struct iovec iov[2];
 	pthread_t th;
 };
 
 /* One call; returns 0 for a queued submission, 1 for another success. */
 static int hammer_call(struct hammer *h, int i)
 {
-	struct iovec iov[2] = {{h->buf[1], 8}, {h->buf[1] + 8, 8}};
 	struct proact_request q = {
 	    .fd = h->fd, .op = PROACT_OP_WRITE, .buf = h->buf[2], .len = 16, .ctx = h};
 	int rc;
@@ -990,7 +992,7 @@ static int hammer_call(struct hammer *h, int i)
 	case 1:
 		return proact_write(h->w, h->fd, h->buf[3], 16, h);
 	case 2:
-		return proact_writev(h->w, h->fd, iov, 2, h);
+		return proact_writev(h->w, h->fd, h->iov, 2, h);
 	case 3:
 		rc = proact_submit(h->w, &q, 1);
 		return rc == 1 ? 0 : rc;
@@ -1052,6 +1054,8 @@ static void test_calls_during_shutdown(void **state)
 		t_unix_pair(q);
 		h[i] =
 		    (struct hammer){.w = w, .fd = p[0], .peer = p[1], .other = q[0], .down = &down};
+		h[i].iov[0] = (struct iovec){h[i].buf[1], 8};
+		h[i].iov[1] = (struct iovec){h[i].buf[1] + 8, 8};
 		close(q[1]);
 	}
 	assert_int_equal(pthread_create(&h[HAMMERS].th, NULL, drive_main, &h[HAMMERS]), 0);

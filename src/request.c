@@ -91,12 +91,9 @@ static struct proact__fd *fd_slot(struct proact_watcher *w, int fd)
 	return proact__fd_lookup(w, fd);
 }
 
-/* Learns what kind of descriptor fd is and makes it non-blocking. */
-static int fd_prepare(struct proact__fd *f, int fd)
+/* Learns what kind of descriptor fd (status flags fl) is and makes it non-blocking. */
+static int fd_prepare(struct proact__fd *f, int fd, int fl)
 {
-	int fl = fcntl(fd, F_GETFL);
-	if (fl < 0)
-		return -EBADF;
 	struct stat st;
 	if (fstat(fd, &st) != 0)
 		return -errno;
@@ -132,9 +129,10 @@ static void fd_restore_blocking(struct proact__fd *f)
 static int fd_register(struct proact_watcher *w, int fd, struct proact__fd **out)
 {
 	struct proact__fd *f = proact__fd_lookup(w, fd);
+	int fl = 0;
 	if (!f || f->state == PROACT__FD_UNUSED) {
 		/* Only an open fd may grow the table: its number is below the fd limit. */
-		if (fcntl(fd, F_GETFD) < 0)
+		if ((fl = fcntl(fd, F_GETFL)) < 0)
 			return -EBADF;
 		f = fd_slot(w, fd);
 		if (!f)
@@ -144,7 +142,7 @@ static int fd_register(struct proact_watcher *w, int fd, struct proact__fd **out
 		return -EALREADY;
 	if (f->state == PROACT__FD_UNUSED) {
 		f->fd = fd;
-		int rc = fd_prepare(f, fd);
+		int rc = fd_prepare(f, fd, fl);
 		if (rc == 0) {
 			f->ready[0] = f->ready[1] = 1; /* try at once: no poll round trip */
 			rc = w->be->fd_add(w, f);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 const char *t_backend(void)
@@ -193,4 +194,23 @@ long t_env_long(const char *name, long def)
 	char *end;
 	long v = strtol(s, &end, 10);
 	return *end == '\0' && v > 0 ? v : def;
+}
+
+void t_set_rcvtimeo(int fd, int sec)
+{
+	struct timeval tv = {.tv_sec = sec};
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+}
+
+void t_set_bufs(int fd, int snd, int rcv)
+{
+	if (snd > 0)
+		assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd)), 0);
+	if (rcv > 0)
+		assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv)), 0);
+}
+
+int t_fd_open(int fd)
+{
+	return fcntl(fd, F_GETFD) != -1 || errno != EBADF;
 }

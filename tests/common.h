@@ -43,6 +43,11 @@ long t_check(const uint8_t *buf, size_t len, uint32_t seed, uint64_t offset);
 /* Blocking helpers for the peer side (plain sockets, not the watcher). */
 void t_write_all(int fd, const void *buf, size_t len);
 void t_read_all(int fd, void *buf, size_t len);
+/* Socket options for the peer side; each asserts success. 0 leaves a size as is. */
+void t_set_rcvtimeo(int fd, int sec);
+void t_set_bufs(int fd, int snd, int rcv);
+/* Whether fd is an open descriptor of this process. */
+int t_fd_open(int fd);
 /* Number of open fds of this process (from /proc/self/fd). */
 int t_fd_count(void);
 /* The name of the backend under test (PROACT_BACKEND or "auto"). */

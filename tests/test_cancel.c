@@ -19,20 +19,6 @@
 
 #define WAIT_MS 10000
 
-static void set_rcvtimeo(int fd, int sec)
-{
-	struct timeval tv = {.tv_sec = sec};
-	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
-}
-
-static void set_bufs(int fd, int snd, int rcv)
-{
-	if (snd > 0)
-		assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd)), 0);
-	if (rcv > 0)
-		assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv)), 0);
-}
-
 static void assert_quiet(proact_watcher *w, int ms)
 {
 	struct proact_completion c[4];
@@ -55,11 +41,6 @@ static void poll_read_all(int fd, void *buf, size_t len)
 	}
 }
 
-static int fd_is_open(int fd)
-{
-	return fcntl(fd, F_GETFD) != -1 || errno != EBADF;
-}
-
 /*
  * proact_free with two reads and two writes pending: each completes with
  * ECANCELED (reads in order, writes in order), then one FREE completion with
@@ -73,8 +54,8 @@ static void test_free_cancels_pending(void **state)
 	proact_watcher *w = t_watcher(NULL);
 	int fds[2];
 	t_tcp_pair(fds);
-	set_bufs(fds[0], 4096, 0); /* the peer's receive buffer stays as is */
-	set_rcvtimeo(fds[1], 10);
+	t_set_bufs(fds[0], 4096, 0); /* the peer's receive buffer stays as is */
+	t_set_rcvtimeo(fds[1], 10);
 
 	char r1[64], r2[64];
 	size_t len1 = 8u << 20, len2 = 1000;
@@ -129,7 +110,7 @@ static void test_free_cancels_pending(void **state)
 	assert_int_equal(wsize[1], 0); /* queued behind an unfinished write */
 
 	/* the fd really closed: the peer gets what was written, then EOF */
-	assert_false(fd_is_open(fds[0]));
+	assert_false(t_fd_open(fds[0]));
 	if (wsize[0] > 0) {
 		uint8_t *rx = malloc(wsize[0]);
 		assert_non_null(rx);
@@ -154,8 +135,8 @@ static void detach_case(int nonblocking)
 	proact_watcher *w = t_watcher(NULL);
 	int fds[2];
 	t_tcp_pair(fds);
-	set_rcvtimeo(fds[0], 10);
-	set_rcvtimeo(fds[1], 10);
+	t_set_rcvtimeo(fds[0], 10);
+	t_set_rcvtimeo(fds[1], 10);
 	int fl = fcntl(fds[0], F_GETFL);
 	assert_true(fl >= 0);
 	if (nonblocking)
@@ -184,7 +165,7 @@ static void detach_case(int nonblocking)
 	assert_quiet(w, 50);
 
 	/* the fd is ours again, open, with its blocking mode restored */
-	assert_true(fd_is_open(fds[0]));
+	assert_true(t_fd_open(fds[0]));
 	assert_int_equal(fcntl(fds[0], F_GETFL), before);
 	t_write_all(fds[0], "ping", 4);
 	char got[4];
@@ -266,7 +247,7 @@ static void test_free_errors(void **state)
 	assert_int_equal(out[1].op, PROACT_OP_FREE);
 	assert_ptr_equal(out[1].ctx, rb);
 	assert_quiet(w, 50);
-	assert_false(fd_is_open(fds[0]));
+	assert_false(t_fd_open(fds[0]));
 
 	/* a second pair: detach, then free is -EALREADY too */
 	int q[2];
@@ -304,7 +285,7 @@ static void test_fd_reuse_new_registration(void **state)
 	proact_watcher *w = t_watcher(NULL);
 	int a[2];
 	t_tcp_pair(a);
-	set_bufs(a[0], 4096, 0);
+	t_set_bufs(a[0], 4096, 0);
 	int num = a[0];
 	char old1[32], old2[32];
 	size_t blen = 4u << 20;
@@ -326,7 +307,7 @@ static void test_fd_reuse_new_registration(void **state)
 	}
 	assert_int_equal(out[3].op, PROACT_OP_FREE);
 	assert_ptr_equal(out[3].ctx, &oldtag);
-	assert_false(fd_is_open(num));
+	assert_false(t_fd_open(num));
 
 	/* a new socket with the same number */
 	int b[2];

@@ -20,20 +20,6 @@
 
 #define WAIT_MS 10000
 
-static void set_rcvtimeo(int fd, int sec)
-{
-	struct timeval tv = {.tv_sec = sec};
-	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
-}
-
-static void set_bufs(int fd, int snd, int rcv)
-{
-	if (snd > 0)
-		assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd)), 0);
-	if (rcv > 0)
-		assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv)), 0);
-}
-
 /* Asserts that nothing is delivered within ms milliseconds. */
 static void assert_quiet(proact_watcher *w, int ms)
 {
@@ -155,8 +141,8 @@ static void test_partial_write_cuts_stream(void **state)
 	t_tcp_pair(fds);
 	/* small send buffer; the peer's receive buffer stays as is, since a tiny
 	   one can stall the flush after close for seconds (zero-window probes) */
-	set_bufs(fds[0], 4096, 0);
-	set_rcvtimeo(fds[1], 10);
+	t_set_bufs(fds[0], 4096, 0);
+	t_set_rcvtimeo(fds[1], 10);
 
 	uint8_t *big = malloc(BIG);
 	assert_non_null(big);
@@ -334,8 +320,8 @@ static void test_write_expired_unsent_keeps_stream(void **state)
 	proact_watcher *w = t_watcher(NULL);
 	int fds[2];
 	t_unix_pair(fds);
-	set_bufs(fds[0], 8192, 0);
-	set_bufs(fds[1], 0, 8192);
+	t_set_bufs(fds[0], 8192, 0);
+	t_set_bufs(fds[1], 0, 8192);
 
 	/* fill the send buffer by hand before the fd is registered */
 	size_t cap = 4u << 20;

@@ -17,14 +17,6 @@
 
 #define WAIT_MS 10000
 
-static void set_bufs(int fd, int snd, int rcv)
-{
-	if (snd > 0)
-		assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd)), 0);
-	if (rcv > 0)
-		assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv)), 0);
-}
-
 static void assert_quiet(proact_watcher *w, int ms)
 {
 	struct proact_completion c[4];
@@ -165,8 +157,8 @@ static void test_unread_connection_pushes_back(void **state)
 	proact_watcher *w = t_watcher(NULL);
 	int fds[2];
 	t_tcp_pair(fds);
-	set_bufs(fds[0], 0, 16384);
-	set_bufs(fds[1], 16384, 0);
+	t_set_bufs(fds[0], 0, 16384);
+	t_set_bufs(fds[1], 16384, 0);
 	/* register fds[0] with a write: it is watched, but no read is asked */
 	assert_int_equal(proact_write(w, fds[0], "hi", 2, NULL), 0);
 	struct proact_completion out[4];

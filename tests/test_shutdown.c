@@ -17,25 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static void set_rcvtimeo(int fd, int sec)
-{
-	struct timeval tv = {.tv_sec = sec};
-	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
-}
-
-static void set_bufs(int fd, int snd, int rcv)
-{
-	if (snd > 0)
-		assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd)), 0);
-	if (rcv > 0)
-		assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv)), 0);
-}
-
-static int fd_is_open(int fd)
-{
-	return fcntl(fd, F_GETFD) != -1 || errno != EBADF;
-}
-
 static void sleep_ms(long ms)
 {
 	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
@@ -117,8 +98,8 @@ static void test_shutdown_wakes_waiter_and_closes(void **state)
 			t_unix_pair(p[i]);
 		else
 			t_tcp_pair(p[i]);
-		set_bufs(p[i][0], 4096, 0);
-		set_rcvtimeo(p[i][1], 10);
+		t_set_bufs(p[i][0], 4096, 0);
+		t_set_rcvtimeo(p[i][1], 10);
 		rbuf[i] = malloc(256);
 		assert_non_null(rbuf[i]);
 		assert_int_equal(proact_read(w, p[i][0], rbuf[i], 256, rbuf[i]), 0);
@@ -142,7 +123,7 @@ static void test_shutdown_wakes_waiter_and_closes(void **state)
 		free(rbuf[i]);
 	free(wbuf);
 	for (int i = 0; i < NPAIRS; i++) {
-		assert_false(fd_is_open(p[i][0]));
+		assert_false(t_fd_open(p[i][0]));
 		drain_to_eof(p[i][1], WLEN + 100);
 		close(p[i][1]);
 	}
@@ -164,7 +145,7 @@ static void test_every_call_after_shutdown(void **state)
 	t_write_all(reg[1], "data", 4);
 	assert_int_equal(proact_read(w, reg[0], rb, sizeof(rb), rb), 0);
 	assert_int_equal(proact_watcher_shutdown(w), 0);
-	assert_false(fd_is_open(reg[0]));
+	assert_false(t_fd_open(reg[0]));
 	/* closed: EOF, or ECONNRESET since "data" was left unread in it (AF_UNIX) */
 	char c;
 	ssize_t eof = recv(reg[1], &c, 1, 0);
@@ -235,7 +216,7 @@ static void test_destroy_without_shutdown(void **state)
 			t_unix_pair(p[i]);
 		else
 			t_tcp_pair(p[i]);
-		set_rcvtimeo(p[i][1], 10);
+		t_set_rcvtimeo(p[i][1], 10);
 		memset(wb[i], 'w', sizeof(wb[i]));
 		assert_int_equal(proact_read(w, p[i][0], rb[i], sizeof(rb[i]), rb[i]), 0);
 		assert_int_equal(proact_write(w, p[i][0], wb[i], sizeof(wb[i]), wb[i]), 0);
@@ -246,7 +227,7 @@ static void test_destroy_without_shutdown(void **state)
 	assert_true(n >= 0);
 	proact_watcher_destroy(w);
 	for (int i = 0; i < N; i++) {
-		assert_false(fd_is_open(p[i][0]));
+		assert_false(t_fd_open(p[i][0]));
 		drain_to_eof(p[i][1], sizeof(wb[i]));
 		close(p[i][1]);
 	}

@@ -568,7 +568,9 @@ static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 	io_uring_sqe_set_data64(sqe, pack(dir == PROACT__RD ? KIND_READ : KIND_WRITE, f));
 	if (s->fault.on)
 		proact__ufault_sqe(&s->fault, sqe, f->flags & PROACT__F_STREAM);
-	return PROACT__INFLIGHT;
+	/* A poll holds nothing of the request: the core may park it. */
+	return dir == PROACT__RD && f->ready[PROACT__RD] == POLLING ? PROACT__ARMED
+	                                                            : PROACT__INFLIGHT;
 }
 
 static void ur_cancel(struct proact_watcher *w, struct proact__fd *f, int dir)

@@ -30,6 +30,7 @@ enum { PROACT__RD = 0, PROACT__WR = 1 };
 #define PROACT__WAIT     (-100000) /* not ready: the backend reports readiness later */
 #define PROACT__INFLIGHT (-100001) /* in the kernel: the result comes via proact__io_done */
 #define PROACT__NOPOOL   (-100002) /* pool empty: retried when a buffer comes back */
+#define PROACT__ARMED    (-100003) /* a readiness poll is in the kernel, the request is not */
 
 /*
  * The pool buffers a WRITEV holds, noted at submission: once its completion
@@ -86,27 +87,36 @@ enum proact__fd_state { PROACT__FD_UNUSED = 0, PROACT__FD_ACTIVE, PROACT__FD_CLO
 #define PROACT__F_SOCKET   0x40  /* a socket: use recv/send with MSG_NOSIGNAL */
 #define PROACT__F_RDHUP    0x80  /* the peer closed or failed: reads go on to EOF */
 #define PROACT__F_CONNECT  0x100 /* a CONNECT is queued: reads wait for it */
-#define PROACT__F_PAUSED   0x200 /* a listener out of fds: on the paused list */
+#define PROACT__F_PAUSED   0x200 /* out of fds or memory: on the paused list */
+#define PROACT__F_PARKED   0x400 /* a pool read waits as parked_ctx, without a node */
 /* The list links survive a release: the lists skip fds no longer active. */
 #define PROACT__F_LISTS (PROACT__F_DIRTY | PROACT__F_STARVED | PROACT__F_PAUSED)
 
-/* One registered descriptor. Lives in the fd table; its address never moves. */
+/*
+ * One registered descriptor. Lives in the fd table; its address never moves.
+ * 64 bytes: an idle connection whose pool read is parked costs this and no
+ * request node. A queue is linked through next; its head's prev is its tail.
+ * The lists link fd numbers (PROACT__NO_FD ends them), not pointers.
+ */
 struct proact__fd {
-	struct proact__req *head[2], *tail[2];
-	struct proact__fd *next_dirty;
-	struct proact__fd *next_starved; /* the pool's starved list, or paused listeners */
-	struct proact__req *close_req;   /* the FREE/DETACH completion, made at call time */
+	struct proact__req *head[2];
+	struct proact__req *close_req; /* the FREE/DETACH completion, made at call time */
+	void *parked_ctx;              /* PROACT__F_PARKED: the ctx of the parked read */
+	int32_t next_dirty;            /* the watcher's dirty list */
+	int32_t next_starved;          /* the pool's starved list, or the paused list */
 	int fd;
 	uint32_t gen; /* bumped at every release: stale events are recognized */
 	uint32_t pending;
 	uint16_t flags;
 	uint8_t state;
+	uint8_t pool_try;    /* a starved read was handed to the kernel to try for a buffer */
 	uint8_t inflight[2]; /* the backend holds the head request in the kernel */
-	uint8_t ready[2];    /* readiness backends: the last attempt did not block */
+	uint8_t ready[2];    /* the last attempt did not block (see each backend) */
 	uint8_t cancel[2];   /* the in-flight head is being cancelled */
 	uint8_t seq[2];      /* completion backends: numbers each kernel op of a direction */
-	uint8_t pool_try;    /* a starved read was handed to the kernel to try for a buffer */
 };
+#define PROACT__NO_FD (-1)
+_Static_assert(sizeof(struct proact__fd) <= 64, "an idle connection costs one fd entry");
 
 struct proact__heap {
 	struct proact__req **v;
@@ -204,8 +214,22 @@ static inline void proact__unlock(struct proact_watcher *w)
 	proact__mutex_unlock(&w->lock);
 }
 
+/* The registration slot of fd, or NULL if the table never reached it. */
+static inline struct proact__fd *proact__fd_lookup(struct proact_watcher *w, int fd)
+{
+	uint32_t chunk = (uint32_t)fd >> PROACT__FDTAB_SHIFT;
+	if (fd < 0 || chunk >= w->fdtab_chunks || !w->fdtab[chunk])
+		return NULL;
+	return &w->fdtab[chunk][(uint32_t)fd & (PROACT__FDTAB_CHUNK - 1)];
+}
+
+/* The entry a list link names, or NULL at the end of the list. */
+static inline struct proact__fd *proact__fd_at(struct proact_watcher *w, int32_t fd)
+{
+	return fd == PROACT__NO_FD ? NULL : proact__fd_lookup(w, fd);
+}
+
 /* request.c: the engine the backends drive. */
-struct proact__fd *proact__fd_lookup(struct proact_watcher *w, int fd);
 void proact__progress(struct proact_watcher *w, struct proact__fd *f, int dir);
 void proact__io_done(struct proact_watcher *w, struct proact__fd *f, int dir, ssize_t res);
 void proact__process_dirty(struct proact_watcher *w);

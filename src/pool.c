@@ -102,10 +102,10 @@ void proact__pool_wake(struct proact_watcher *w)
 	struct proact__pool *p = &w->pool;
 	while (p->navail > p->trying && w->starved_head) {
 		struct proact__fd *f = w->starved_head;
-		w->starved_head = f->next_starved;
+		w->starved_head = proact__fd_at(w, f->next_starved);
 		if (!w->starved_head)
 			w->starved_tail = NULL;
-		f->next_starved = NULL;
+		f->next_starved = PROACT__NO_FD;
 		f->flags &= (uint16_t)~PROACT__F_STARVED;
 		if (f->state != PROACT__FD_ACTIVE)
 			continue;

@@ -63,14 +63,6 @@ void proact__reqs_destroy(struct proact_watcher *w)
 
 /* ---- the fd table: chunks that never move, indexed by fd number ---- */
 
-struct proact__fd *proact__fd_lookup(struct proact_watcher *w, int fd)
-{
-	uint32_t chunk = (uint32_t)fd >> PROACT__FDTAB_SHIFT;
-	if (fd < 0 || chunk >= w->fdtab_chunks || !w->fdtab[chunk])
-		return NULL;
-	return &w->fdtab[chunk][(uint32_t)fd & (PROACT__FDTAB_CHUNK - 1)];
-}
-
 static struct proact__fd *fd_slot(struct proact_watcher *w, int fd)
 {
 	uint32_t chunk = (uint32_t)fd >> PROACT__FDTAB_SHIFT;
@@ -166,12 +158,13 @@ static void fd_reset(struct proact__fd *f)
 	f->gen++;
 	/* Still linked on a list: keep the link bits, the lists skip unused fds. */
 	f->flags &= PROACT__F_LISTS;
-	f->head[0] = f->head[1] = f->tail[0] = f->tail[1] = NULL;
+	f->head[0] = f->head[1] = NULL;
 	f->inflight[0] = f->inflight[1] = f->cancel[0] = f->cancel[1] = 0;
 	f->ready[0] = f->ready[1] = 0;
 	f->pool_try = 0;
 	f->pending = 0;
 	f->close_req = NULL;
+	f->parked_ctx = NULL;
 }
 
 static void mark_dirty(struct proact_watcher *w, struct proact__fd *f)
@@ -179,9 +172,9 @@ static void mark_dirty(struct proact_watcher *w, struct proact__fd *f)
 	if (f->flags & PROACT__F_DIRTY)
 		return;
 	f->flags |= PROACT__F_DIRTY;
-	f->next_dirty = NULL;
+	f->next_dirty = PROACT__NO_FD;
 	if (w->dirty_tail)
-		w->dirty_tail->next_dirty = f;
+		w->dirty_tail->next_dirty = f->fd;
 	else
 		w->dirty_head = f;
 	w->dirty_tail = f;
@@ -195,13 +188,13 @@ static void mark_starved(struct proact_watcher *w, struct proact__fd *f, bool fr
 		return;
 	f->flags |= PROACT__F_STARVED;
 	if (front && w->starved_head) {
-		f->next_starved = w->starved_head;
+		f->next_starved = w->starved_head->fd;
 		w->starved_head = f;
 		return;
 	}
-	f->next_starved = NULL;
+	f->next_starved = PROACT__NO_FD;
 	if (w->starved_tail)
-		w->starved_tail->next_starved = f;
+		w->starved_tail->next_starved = f->fd;
 	else
 		w->starved_head = f;
 	w->starved_tail = f;
@@ -219,25 +212,29 @@ static int dir_of(const struct proact__req *r)
 
 static void queue_push(struct proact__fd *f, int dir, struct proact__req *r)
 {
+	struct proact__req *h = f->head[dir];
 	r->next = NULL;
-	r->prev = f->tail[dir];
-	if (f->tail[dir])
-		f->tail[dir]->next = r;
-	else
+	if (!h) {
 		f->head[dir] = r;
-	f->tail[dir] = r;
+		r->prev = r;
+		return;
+	}
+	r->prev = h->prev;
+	h->prev->next = r;
+	h->prev = r;
 }
 
 static void queue_unlink(struct proact__fd *f, int dir, struct proact__req *r)
 {
-	if (r->prev)
-		r->prev->next = r->next;
-	else
+	struct proact__req *h = f->head[dir];
+	if (r == h)
 		f->head[dir] = r->next;
+	else
+		r->prev->next = r->next;
 	if (r->next)
 		r->next->prev = r->prev;
-	else
-		f->tail[dir] = r->prev;
+	else if (r != h)
+		h->prev = r->prev; /* r was the tail */
 	r->next = r->prev = NULL;
 }
 
@@ -293,7 +290,8 @@ static void finish(struct proact_watcher *w, struct proact__req *r, int error)
 		connect_done(w, f, error);
 }
 
-/* Out of fds or memory: the listener waits for a free fd or a short pause. */
+/* Out of fds or memory: a listener (or a parked read that found no memory
+   for its node) waits for a free fd or a short pause. */
 #define PAUSE_NS (100 * 1000000ull)
 
 static bool accept_starved(int err)
@@ -301,12 +299,12 @@ static bool accept_starved(int err)
 	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
 }
 
-static void pause_listener(struct proact_watcher *w, struct proact__fd *f)
+static void pause_fd(struct proact_watcher *w, struct proact__fd *f)
 {
 	if (f->flags & (PROACT__F_PAUSED | PROACT__F_STARVED))
 		return;
 	f->flags |= PROACT__F_PAUSED;
-	f->next_starved = w->paused_head;
+	f->next_starved = w->paused_head ? w->paused_head->fd : PROACT__NO_FD;
 	w->paused_head = f;
 	if (!w->paused_until)
 		w->paused_until = proact_now() + PAUSE_NS;
@@ -316,8 +314,8 @@ void proact__resume_listeners(struct proact_watcher *w)
 {
 	struct proact__fd *f;
 	while ((f = w->paused_head)) {
-		w->paused_head = f->next_starved;
-		f->next_starved = NULL;
+		w->paused_head = proact__fd_at(w, f->next_starved);
+		f->next_starved = PROACT__NO_FD;
 		f->flags &= (uint16_t)~PROACT__F_PAUSED;
 		if (f->state == PROACT__FD_ACTIVE)
 			mark_dirty(w, f);
@@ -330,7 +328,7 @@ static bool account(struct proact_watcher *w, struct proact__req *r, ssize_t n)
 {
 	if (n < 0) {
 		if (r->op == PROACT_OP_ACCEPT && accept_starved((int)-n))
-			pause_listener(w, r->f);
+			pause_fd(w, r->f);
 		finish(w, r, (int)-n);
 		return true;
 	}
@@ -372,9 +370,58 @@ static bool held_back(const struct proact__fd *f, int dir, const struct proact__
 	return f->flags & PROACT__F_CONNECT;
 }
 
+/*
+ * Parking: a pool read alone in its queue, with no deadline, that waits for
+ * data (readiness not there, or a poll armed in the kernel) gives its node
+ * back and leaves only its ctx in the fd entry; every other field of such a
+ * read is known. An idle connection then costs its fd entry alone.
+ */
+static void park(struct proact_watcher *w, struct proact__fd *f, struct proact__req *r)
+{
+	if (r->next || r->op != PROACT_OP_READ || r->buf || r->flags || r->deadline || r->done ||
+	    r->len != w->pool.size || r->fdnum != f->fd)
+		return;
+	f->head[PROACT__RD] = NULL;
+	f->parked_ctx = r->ctx;
+	f->flags |= PROACT__F_PARKED;
+	proact__req_release(w, r);
+}
+
+/* Gives a parked read its node back, as it was; false when out of memory. */
+static bool unpark(struct proact_watcher *w, struct proact__fd *f)
+{
+	if (!(f->flags & PROACT__F_PARKED))
+		return true;
+	struct proact__req *r = proact__req_alloc(w);
+	if (!r)
+		return false;
+	r->op = PROACT_OP_READ;
+	r->fdnum = f->fd;
+	r->ctx = f->parked_ctx;
+	r->len = w->pool.size;
+	r->f = f;
+	f->flags &= (uint16_t)~PROACT__F_PARKED;
+	f->parked_ctx = NULL;
+	queue_push(f, PROACT__RD, r);
+	return true;
+}
+
+/* A parked read whose data may be there goes back to work (or waits for memory). */
+static bool unpark_ready(struct proact_watcher *w, struct proact__fd *f)
+{
+	if (!f->ready[PROACT__RD])
+		return false;
+	if (unpark(w, f))
+		return true;
+	pause_fd(w, f);
+	return false;
+}
+
 void proact__progress(struct proact_watcher *w, struct proact__fd *f, int dir)
 {
 	while (f->state == PROACT__FD_ACTIVE && !f->inflight[dir]) {
+		if (dir == PROACT__RD && (f->flags & PROACT__F_PARKED) && !unpark_ready(w, f))
+			return;
 		struct proact__req *r = f->head[dir];
 		if (!r || held_back(f, dir, r))
 			return;
@@ -387,8 +434,12 @@ void proact__progress(struct proact_watcher *w, struct proact__fd *f, int dir)
 			continue;
 		}
 		ssize_t n = w->be->io(w, f, dir, r);
-		if (n == PROACT__WAIT)
+		if (n == PROACT__WAIT || n == PROACT__ARMED) {
+			f->inflight[dir] = n == PROACT__ARMED;
+			if (dir == PROACT__RD)
+				park(w, f, r);
 			return;
+		}
 		if (n == PROACT__INFLIGHT) {
 			f->inflight[dir] = 1;
 			return;
@@ -527,10 +578,10 @@ void proact__process_dirty(struct proact_watcher *w)
 {
 	struct proact__fd *f;
 	while ((f = w->dirty_head)) {
-		w->dirty_head = f->next_dirty;
+		w->dirty_head = proact__fd_at(w, f->next_dirty);
 		if (!w->dirty_head)
 			w->dirty_tail = NULL;
-		f->next_dirty = NULL;
+		f->next_dirty = PROACT__NO_FD;
 		f->flags &= (uint16_t)~PROACT__F_DIRTY;
 		if (f->state == PROACT__FD_CLOSING) {
 			start_close(w, f);
@@ -548,9 +599,9 @@ int proact__close_fd(struct proact_watcher *w, int fd, void *ctx, bool detach)
 		return -ENOENT;
 	if (f->state == PROACT__FD_CLOSING)
 		return -EALREADY;
-	struct proact__req *c = proact__req_alloc(w);
+	struct proact__req *c = unpark(w, f) ? proact__req_alloc(w) : NULL;
 	if (!c)
-		return -ENOMEM;
+		return -ENOMEM; /* a read unparked before stays queued: nothing changed */
 	c->op = detach ? PROACT_OP_DETACH : PROACT_OP_FREE;
 	c->fdnum = fd;
 	c->ctx = ctx;
@@ -839,6 +890,11 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 		return -EAGAIN;
 	if (w->pending >= w->max_pending)
 		return -ENOBUFS;
+	/* A parked read keeps its place: back in the queue before anything joins it. */
+	bool behind_read = q->op == PROACT_OP_READ || q->op == PROACT_OP_ACCEPT ||
+	                   q->op == PROACT_OP_RECVFROM || q->op == PROACT_OP_CONNECT;
+	if (behind_read && !unpark(w, f))
+		return -ENOMEM;
 	struct proact__req *r = proact__req_alloc(w);
 	if (!r)
 		return -ENOMEM;

@@ -823,6 +823,61 @@ static void test_enomem_submit(void **state)
 	proact_watcher_destroy(w);
 }
 
+/*
+ * A parked pool read (no node while idle) whose data comes when no memory is
+ * left for its node waits, the data kept in the kernel, and is served once
+ * memory is back (at the latest after the 100 ms pause): nothing is lost.
+ */
+static void test_enomem_parked_read(void **state)
+{
+	(void)state;
+	proact_watcher *w = t_watcher(NULL);
+	int a[2], b[2];
+	t_unix_pair(a);
+	t_unix_pair(b);
+	struct proact_completion c;
+	assert_int_equal(proact_read(w, a[0], NULL, 0, (void *)1), 0);
+	assert_int_equal(proact_wait(w, &c, 1, 0), 0); /* parked */
+	/* every free node in use: user-buffer reads until one needs memory */
+	uint8_t buf[16];
+	int queued = 0, rc;
+	for (;;) {
+		fault_alloc_fail_at(0);
+		rc = proact_read(w, b[0], buf, sizeof(buf), NULL);
+		fault_alloc_fail_at(-1);
+		if (fault_alloc_fired())
+			break;
+		assert_int_equal(rc, 0);
+		assert_true(++queued < 100000);
+	}
+	t_write_all(a[1], "xyz", 3);
+	uint64_t end = proact_deadline_in(BOUND_MS);
+	bool fired = false;
+	while (!fired) { /* io_uring: the poll's completion may take a moment */
+		assert_true(proact_now() < end);
+		fault_alloc_fail_at(0);
+		assert_int_equal(proact_wait(w, &c, 1, 10), 0);
+		fault_alloc_fail_at(-1);
+		fired = fault_alloc_fired();
+	}
+	assert_int_equal(t_collect(w, &c, 1, BOUND_MS), 1);
+	assert_ptr_equal(c.ctx, (void *)1);
+	assert_int_equal(c.error, 0);
+	assert_int_equal(c.size, 3);
+	assert_memory_equal(c.buf, "xyz", 3);
+	assert_int_equal(proact_free(w, b[0], NULL), 0);
+	int cancelled = 0;
+	for (bool freed = false; !freed;) {
+		assert_int_equal(t_collect(w, &c, 1, BOUND_MS), 1);
+		freed = c.op == PROACT_OP_FREE;
+		cancelled += c.op == PROACT_OP_READ && c.error == ECANCELED;
+	}
+	assert_int_equal(cancelled, queued);
+	close(a[1]);
+	close(b[1]);
+	proact_watcher_destroy(w);
+}
+
 /* ---- descriptor exhaustion ---- */
 
 /* A real EMFILE: the watcher's setup fails with it and leaves no fd behind. */
@@ -889,6 +944,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_accept_emfile, test_teardown),
 	    cmocka_unit_test_teardown(test_enomem_watcher_new, test_teardown),
 	    cmocka_unit_test_teardown(test_enomem_submit, test_teardown),
+	    cmocka_unit_test_teardown(test_enomem_parked_read, test_teardown),
 	    cmocka_unit_test_teardown(test_emfile_watcher_new, test_teardown),
 	    cmocka_unit_test_teardown(test_epoll_register_refused, test_teardown),
 	};

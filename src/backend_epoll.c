@@ -18,8 +18,6 @@
 
 #define EVENTS_PER_POLL 512
 #define WAKE_TOKEN      UINT64_MAX
-/* sendmsg takes at most IOV_MAX segments; longer writevs go in slices. */
-#define IOV_SLICE 1024
 
 struct epoll_state {
 	int epfd;
@@ -49,6 +47,7 @@ static int ep_init(struct proact_watcher *w)
 		free(s);
 		return rc;
 	}
+	w->park_reads = true;
 	w->bstate = s;
 	return 0;
 }
@@ -100,43 +99,6 @@ static ssize_t sys_read(const struct proact__fd *f, struct proact__req *r, void 
 	if (f->flags & PROACT__F_SOCKET)
 		return recv(f->fd, buf, len, 0);
 	return read(f->fd, buf, len);
-}
-
-static ssize_t sys_write(const struct proact__fd *f, const struct proact__req *r, const void *buf,
-                         size_t len)
-{
-	if (r && r->op == PROACT_OP_SENDTO && r->addr) {
-		struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-		struct msghdr m = {.msg_name = r->addr,
-		                   .msg_namelen = r->addrlen,
-		                   .msg_iov = &iov,
-		                   .msg_iovlen = 1};
-		return sendmsg(f->fd, &m, MSG_NOSIGNAL);
-	}
-	if (f->flags & PROACT__F_SOCKET)
-		return send(f->fd, buf, len, MSG_NOSIGNAL);
-	return write(f->fd, buf, len);
-}
-
-/* Writes the part of a WRITEV not yet sent. */
-static ssize_t sys_writev(const struct proact__fd *f, const struct proact__req *r, size_t *asked)
-{
-	const struct iovec *iov = r->buf;
-	size_t done;
-	int k = proact__iov_resume(r, &done), cnt = r->iovcnt;
-	if (done > 0) { /* inside a segment: finish it on its own */
-		*asked = iov[k].iov_len - done;
-		return sys_write(f, NULL, (const char *)iov[k].iov_base + done, *asked);
-	}
-	int n = cnt - k < IOV_SLICE ? cnt - k : IOV_SLICE;
-	*asked = 0;
-	for (int i = 0; i < n; i++)
-		*asked += iov[k + i].iov_len;
-	if (f->flags & PROACT__F_SOCKET) {
-		struct msghdr m = {.msg_iov = (struct iovec *)(iov + k), .msg_iovlen = (size_t)n};
-		return sendmsg(f->fd, &m, MSG_NOSIGNAL);
-	}
-	return writev(f->fd, iov + k, n);
 }
 
 static ssize_t do_read(struct proact_watcher *w, struct proact__fd *f, struct proact__req *r,
@@ -219,15 +181,13 @@ static ssize_t ep_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 		return do_accept(f, r);
 	ssize_t n;
 	size_t asked;
-	do {
-		if (dir == PROACT__RD)
+	if (dir == PROACT__WR) {
+		n = proact__send_head(f, r, &asked);
+	} else {
+		do
 			n = do_read(w, f, r, &asked);
-		else if (r->op == PROACT_OP_WRITEV)
-			n = sys_writev(f, r, &asked);
-		else
-			n = sys_write(f, r, (const char *)r->buf + r->done,
-			              (asked = r->len - r->done));
-	} while (n == -1 && errno == EINTR); /* not PROACT__NOPOOL with a stale errno */
+		while (n == -1 && errno == EINTR); /* not PROACT__NOPOOL with a stale errno */
+	}
 	if (n == PROACT__NOPOOL)
 		return n;
 	if (n < 0) {
@@ -311,6 +271,13 @@ static void ep_quiesce(struct proact_watcher *w)
 	(void)w; /* nothing is ever in the kernel between polls */
 }
 
+static ssize_t ep_arm_read(struct proact_watcher *w, struct proact__fd *f)
+{
+	(void)w;
+	(void)f;
+	return PROACT__WAIT; /* the registration reports the next edge */
+}
+
 static void ep_cancel(struct proact_watcher *w, struct proact__fd *f, int dir)
 {
 	(void)w;
@@ -325,6 +292,7 @@ const struct proact__backend proact__backend_epoll = {
     .fd_add = ep_fd_add,
     .fd_remove = ep_fd_remove,
     .io = ep_io,
+    .arm_read = ep_arm_read,
     .cancel = ep_cancel,
     .poll = ep_poll,
     .wakeup = ep_wakeup,

@@ -29,7 +29,6 @@
 #define RING_ENTRIES 4096u
 #define CQ_ENTRIES   32768u
 #define BUF_GROUP    0
-#define IOV_SLICE    1024
 
 /* user_data: fd in bits 0-31, the registration's generation in 32-47, the
    direction's op number in 48-55, the kind above: a late cancel or CQE can
@@ -259,6 +258,7 @@ static int ur_init(struct proact_watcher *w)
 	   trades that memory for one kernel round trip less per idle read. */
 	const char *mode = getenv("PROACT_URING_POOL_READ");
 	s->poll_first = !(mode && strcmp(mode, "recv") == 0);
+	w->park_reads = s->poll_first;
 	s->single_accept = !multishot_accept_works(s);
 	proact__ufault_init(&s->fault);
 	w->bstate = s;
@@ -363,7 +363,7 @@ static void prep_writev(struct uring_state *s, struct io_uring_sqe *sqe, const s
 		prep_send(sqe, f, (const char *)iov[k].iov_base + done, iov[k].iov_len - done);
 		return;
 	}
-	int n = r->iovcnt - k < IOV_SLICE ? r->iovcnt - k : IOV_SLICE;
+	int n = r->iovcnt - k < PROACT__IOV_SLICE ? r->iovcnt - k : PROACT__IOV_SLICE;
 	if (!(f->flags & PROACT__F_SOCKET)) {
 		io_uring_prep_writev(sqe, f->fd, iov + k, (unsigned)n, (__u64)-1);
 		return;
@@ -544,11 +544,38 @@ static void accept_result(struct proact_watcher *w, uint64_t ud, const struct io
 		disarm(s, f, s->extra[f->fd]);
 }
 
+/*
+ * A send that finds room in the socket goes out at once: no SQE, no
+ * completion round trip. What would block goes to the kernel (INFLIGHT
+ * here: "submit it"), and sends stay there until one completes again.
+ * f->ready[PROACT__WR]: the last send found room.
+ */
+static ssize_t send_now(struct proact__fd *f, const struct proact__req *r)
+{
+	size_t asked;
+	ssize_t n = proact__send_head(f, r, &asked);
+	if (n >= 0) {
+		if ((size_t)n < asked)
+			f->ready[PROACT__WR] = 0; /* full: the rest goes through the ring */
+		return n;
+	}
+	if (errno != EAGAIN && errno != EWOULDBLOCK)
+		return -errno;
+	f->ready[PROACT__WR] = 0;
+	return PROACT__INFLIGHT;
+}
+
 static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, struct proact__req *r)
 {
 	struct uring_state *s = state(w);
 	if (r->op == PROACT_OP_ACCEPT && !s->single_accept)
 		return accept_io(s, f, r);
+	if (dir == PROACT__WR && f->ready[PROACT__WR] && r->op != PROACT_OP_CONNECT &&
+	    !s->fault.on) {
+		ssize_t n = send_now(f, r);
+		if (n != PROACT__INFLIGHT)
+			return n;
+	}
 	/* Reads with data wait for a pool buffer in order: a receive that would
 	   take one while others wait joins them instead of overtaking. */
 	bool takes_buffer = dir == PROACT__RD && !r->buf && r->op != PROACT_OP_ACCEPT &&
@@ -571,6 +598,22 @@ static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 	/* A poll holds nothing of the request: the core may park it. */
 	return dir == PROACT__RD && f->ready[PROACT__RD] == POLLING ? PROACT__ARMED
 	                                                            : PROACT__INFLIGHT;
+}
+
+/* Poll first: an idle fd's read holds no buffer and no receive in the kernel. */
+static ssize_t ur_arm_read(struct proact_watcher *w, struct proact__fd *f)
+{
+	struct uring_state *s = state(w);
+	struct io_uring_sqe *sqe = sqe_get(s);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_poll_add(sqe, f->fd, POLLIN | POLLRDHUP);
+	f->ready[PROACT__RD] = POLLING;
+	f->seq[PROACT__RD]++;
+	io_uring_sqe_set_data64(sqe, pack(KIND_READ, f));
+	if (s->fault.on)
+		proact__ufault_sqe(&s->fault, sqe, f->flags & PROACT__F_STREAM);
+	return PROACT__ARMED;
 }
 
 static void ur_cancel(struct proact_watcher *w, struct proact__fd *f, int dir)
@@ -627,6 +670,8 @@ static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uri
 		}
 		return;
 	}
+	if (dir == PROACT__WR && res >= 0)
+		f->ready[PROACT__WR] = 1; /* the socket took it: the next send may go at once */
 	if (r->op == PROACT_OP_READ && !r->buf && (f->flags & PROACT__F_STREAM))
 		f->ready[PROACT__RD] =
 		    res == -ENOBUFS || res == 0 || res >= (ssize_t)r->len; /* drained? */
@@ -835,6 +880,7 @@ const struct proact__backend proact__backend_uring = {
     .fd_add = ur_fd_add,
     .fd_remove = ur_fd_remove,
     .io = ur_io,
+    .arm_read = ur_arm_read,
     .cancel = ur_cancel,
     .poll = ur_poll,
     .wakeup = ur_wakeup,

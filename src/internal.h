@@ -150,6 +150,10 @@ struct proact__backend {
 	/* Moves bytes for the head request of a direction (see PROACT__*). */
 	ssize_t (*io)(struct proact_watcher *w, struct proact__fd *f, int dir,
 	              struct proact__req *r);
+	/* A parked pool read waits and no data is known: makes sure data on f
+	   will be reported. PROACT__WAIT (nothing to do), PROACT__ARMED (a poll
+	   went in; its result comes like a read's), or a negative errno. */
+	ssize_t (*arm_read)(struct proact_watcher *w, struct proact__fd *f);
 	/* Asks the kernel to give back the in-flight head of a direction; its
 	   result still arrives through proact__io_done. NULL if never in flight. */
 	void (*cancel)(struct proact_watcher *w, struct proact__fd *f, int dir);
@@ -196,6 +200,9 @@ struct proact_watcher {
 	struct proact__pool pool;
 
 	uint32_t pending, max_pending, max_pending_fd;
+	/* Set by the backend: a pool read waiting for data holds nothing of its
+	   request in the kernel (epoll; io_uring polling first), so it may park. */
+	bool park_reads;
 	bool closed;
 	bool waiting;   /* a thread is inside proact_wait */
 	bool sleeping;  /* ...and blocked in the kernel without the lock */
@@ -247,6 +254,11 @@ void proact__release_held(struct proact_watcher *w);
 int proact__iov_resume(const struct proact__req *r, size_t *offset);
 int proact__deliver(struct proact_watcher *w, struct proact_completion *out, int max);
 void proact__drop_all(struct proact_watcher *w);
+
+/* send.c: sends what is left of WRITE, WRITEV or SENDTO head r without
+   blocking; *asked is what it tried. Bytes sent, or -1 and errno (not EINTR). */
+#define PROACT__IOV_SLICE 1024 /* sendmsg takes at most IOV_MAX segments */
+ssize_t proact__send_head(const struct proact__fd *f, const struct proact__req *r, size_t *asked);
 
 /* pool.c */
 int proact__pool_init(struct proact__pool *p, uint32_t count, uint32_t size);

@@ -41,8 +41,7 @@ struct proact__req *proact__req_alloc(struct proact_watcher *w)
 	}
 	struct proact__req *r = w->spare;
 	w->spare = r->next;
-	*r = (struct proact__req){.heap_idx = PROACT__NO_HEAP, .pool = -1};
-	return r;
+	return r; /* the caller sets every field */
 }
 
 void proact__req_release(struct proact_watcher *w, struct proact__req *r)
@@ -203,11 +202,16 @@ static void mark_starved(struct proact_watcher *w, struct proact__fd *f, bool fr
 /* ---- queues and completion ---- */
 
 /* Reads, accepts and datagram receives queue on one side, the rest on the other. */
+#define READ_SIDE_OPS (1u << PROACT_OP_READ | 1u << PROACT_OP_ACCEPT | 1u << PROACT_OP_RECVFROM)
+
+static int dir_of_op(unsigned op)
+{
+	return (READ_SIDE_OPS >> op) & 1u ? PROACT__RD : PROACT__WR;
+}
+
 static int dir_of(const struct proact__req *r)
 {
-	return r->op == PROACT_OP_READ || r->op == PROACT_OP_ACCEPT || r->op == PROACT_OP_RECVFROM
-	           ? PROACT__RD
-	           : PROACT__WR;
+	return dir_of_op(r->op);
 }
 
 static void queue_push(struct proact__fd *f, int dir, struct proact__req *r)
@@ -280,7 +284,8 @@ static void finish(struct proact_watcher *w, struct proact__req *r, int error)
 {
 	struct proact__fd *f = r->f;
 	queue_unlink(f, dir_of(r), r);
-	proact__heap_remove(&w->heap, r);
+	if (r->heap_idx != PROACT__NO_HEAP)
+		proact__heap_remove(&w->heap, r);
 	r->error = error;
 	r->f = NULL;
 	f->pending--;
@@ -387,6 +392,18 @@ static void park(struct proact_watcher *w, struct proact__fd *f, struct proact__
 	proact__req_release(w, r);
 }
 
+/* The request a parked read stands for. */
+static void parked_req(struct proact_watcher *w, struct proact__fd *f, struct proact__req *r)
+{
+	*r = (struct proact__req){.f = f,
+	                          .ctx = f->parked_ctx,
+	                          .len = w->pool.size,
+	                          .heap_idx = PROACT__NO_HEAP,
+	                          .fdnum = f->fd,
+	                          .pool = -1,
+	                          .op = PROACT_OP_READ};
+}
+
 /* Gives a parked read its node back, as it was; false when out of memory. */
 static bool unpark(struct proact_watcher *w, struct proact__fd *f)
 {
@@ -395,22 +412,38 @@ static bool unpark(struct proact_watcher *w, struct proact__fd *f)
 	struct proact__req *r = proact__req_alloc(w);
 	if (!r)
 		return false;
-	r->op = PROACT_OP_READ;
-	r->fdnum = f->fd;
-	r->ctx = f->parked_ctx;
-	r->len = w->pool.size;
-	r->f = f;
+	parked_req(w, f, r);
 	f->flags &= (uint16_t)~PROACT__F_PARKED;
 	f->parked_ctx = NULL;
 	queue_push(f, PROACT__RD, r);
 	return true;
 }
 
-/* A parked read whose data may be there goes back to work (or waits for memory). */
+/* A parked read with no data known: the backend arms what tells it of data
+   (epoll's registration already does; io_uring adds a poll). */
+static void arm_parked(struct proact_watcher *w, struct proact__fd *f)
+{
+	ssize_t n = w->be->arm_read(w, f);
+	if (n == PROACT__WAIT || n == PROACT__ARMED) {
+		f->inflight[PROACT__RD] = n == PROACT__ARMED;
+		return;
+	}
+	/* The backend answered at once (an error): that needs the node. */
+	if (!unpark(w, f)) {
+		pause_fd(w, f);
+		return;
+	}
+	account(w, f->head[PROACT__RD], n);
+}
+
+/* A parked read goes back to work when data may be there (or waits for memory). */
 static bool unpark_ready(struct proact_watcher *w, struct proact__fd *f)
 {
-	if (!f->ready[PROACT__RD])
+	if (!f->ready[PROACT__RD]) {
+		if (!f->inflight[PROACT__RD])
+			arm_parked(w, f);
 		return false;
+	}
 	if (unpark(w, f))
 		return true;
 	pause_fd(w, f);
@@ -602,9 +635,11 @@ int proact__close_fd(struct proact_watcher *w, int fd, void *ctx, bool detach)
 	struct proact__req *c = unpark(w, f) ? proact__req_alloc(w) : NULL;
 	if (!c)
 		return -ENOMEM; /* a read unparked before stays queued: nothing changed */
-	c->op = detach ? PROACT_OP_DETACH : PROACT_OP_FREE;
-	c->fdnum = fd;
-	c->ctx = ctx;
+	*c = (struct proact__req){.ctx = ctx,
+	                          .heap_idx = PROACT__NO_HEAP,
+	                          .fdnum = fd,
+	                          .pool = -1,
+	                          .op = detach ? PROACT_OP_DETACH : PROACT_OP_FREE};
 	f->close_req = c;
 	f->state = PROACT__FD_CLOSING;
 	if (detach)
@@ -855,12 +890,17 @@ void proact__release_held(struct proact_watcher *w)
 
 static void fill_req(struct proact__req *r, const struct proact_request *q)
 {
-	r->op = q->op;
-	r->flags = (uint8_t)q->flags;
-	r->fdnum = q->fd;
-	r->ctx = q->ctx;
-	r->deadline = q->deadline;
-	r->addr = q->addr;
+	*r = (struct proact__req){.ctx = q->ctx,
+	                          .buf = q->buf,
+	                          .len = q->len,
+	                          .addr = q->addr,
+	                          .deadline = q->deadline,
+	                          .heap_idx = PROACT__NO_HEAP,
+	                          .fdnum = q->fd,
+	                          .addrlen = q->addrlen,
+	                          .pool = -1,
+	                          .op = q->op,
+	                          .flags = (uint8_t)q->flags};
 	if (q->op == PROACT_OP_WRITEV) {
 		size_t total = 0;
 		for (int i = 0; i < q->iovcnt; i++)
@@ -868,11 +908,25 @@ static void fill_req(struct proact__req *r, const struct proact_request *q)
 		r->buf = (void *)q->iov;
 		r->iovcnt = q->iovcnt;
 		r->len = total;
-	} else {
-		r->buf = q->buf;
-		r->len = q->len;
-		r->addrlen = q->addrlen;
 	}
+}
+
+/* What a submitting thread handed the kernel is submitted by the waiter:
+   one asleep in the kernel comes round for it. */
+static void wake_to_submit(struct proact_watcher *w, struct proact__fd *f, int dir)
+{
+	if (f->inflight[dir] && w->sleeping)
+		mark_dirty(w, f);
+}
+
+/* A pool read that can wait parked from the start: alone, no deadline, no connect. */
+static bool park_at_once(const struct proact_watcher *w, const struct proact__fd *f,
+                         const struct proact_request *q)
+{
+	return w->park_reads && q->op == PROACT_OP_READ && !q->flags && !q->deadline &&
+	       (q->len == 0 || q->len >= w->pool.size) && !f->head[PROACT__RD] &&
+	       !f->inflight[PROACT__RD] && !(f->flags & (PROACT__F_PARKED | PROACT__F_CONNECT)) &&
+	       !f->ready[PROACT__RD];
 }
 
 int proact__submit_locked(struct proact_watcher *w, const struct proact_request *q)
@@ -890,6 +944,15 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 		return -EAGAIN;
 	if (w->pending >= w->max_pending)
 		return -ENOBUFS;
+	if (pool_read && park_at_once(w, f, q)) {
+		f->parked_ctx = q->ctx;
+		f->flags |= PROACT__F_PARKED;
+		f->pending++;
+		w->pending++;
+		arm_parked(w, f);
+		wake_to_submit(w, f, PROACT__RD);
+		return 0;
+	}
 	/* A parked read keeps its place: back in the queue before anything joins it. */
 	bool behind_read = q->op == PROACT_OP_READ || q->op == PROACT_OP_ACCEPT ||
 	                   q->op == PROACT_OP_RECVFROM || q->op == PROACT_OP_CONNECT;
@@ -919,8 +982,12 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 		f->flags |= PROACT__F_CONNECT;
 	f->pending++;
 	w->pending++;
-	if (f->head[dir] == r)
-		mark_dirty(w, f);
+	if (f->head[dir] == r) {
+		/* Tried at once, as the waiter would: a write that fits completes
+		   here. What went to the kernel waits for the waiter to submit it. */
+		proact__progress(w, f, dir);
+		wake_to_submit(w, f, dir);
+	}
 	return 0;
 }
 

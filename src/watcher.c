@@ -153,7 +153,7 @@ void proact_watcher_destroy(proact_watcher *w)
 /* After queueing: a waiter asleep in the kernel must come and do the work. */
 static void kick(struct proact_watcher *w)
 {
-	if (w->sleeping && !w->wake_sent && (w->dirty_head || w->woken)) {
+	if (w->sleeping && !w->wake_sent && (w->dirty_head || w->done_head || w->woken)) {
 		w->wake_sent = true;
 		w->be->wakeup(w);
 	}

@@ -118,23 +118,30 @@ static void test_watcher_limit(void **state)
 	assert_int_equal(recv(p[4][1], &c, 1, MSG_DONTWAIT), -1);
 	assert_int_equal(recv(p[1][1], &c, 1, MSG_DONTWAIT), -1);
 
-	/* one completion delivered: one slot again */
+	/* one completion delivered: one slot again, taken by a read that waits */
 	t_write_all(p[2][1], "z", 1);
 	struct proact_completion out[32];
 	assert_int_equal(t_collect(w, out, 1, WAIT_MS), 1);
 	assert_ptr_equal(out[0].ctx, bufs[8]);
 	assert_int_equal(out[0].size, 1);
-	assert_int_equal(proact_write(w, p[4][0], "y", 1, bufs[16]), 0);
+	assert_int_equal(proact_read(w, p[4][0], bufs[16], 16, bufs[16]), 0);
 	assert_int_equal(proact_read(w, p[4][0], bufs[17], 16, NULL), -ENOBUFS);
+	assert_int_equal(proact_write(w, p[4][0], "y", 1, NULL), -ENOBUFS);
+	/* its completion frees the slot: a write takes it until it completes */
+	t_write_all(p[4][1], "q", 1);
 	assert_int_equal(t_collect(w, out, 1, WAIT_MS), 1);
 	assert_ptr_equal(out[0].ctx, bufs[16]);
+	assert_int_equal(out[0].size, 1);
+	assert_int_equal(proact_write(w, p[4][0], "y", 1, bufs[18]), 0);
+	assert_int_equal(t_collect(w, out, 1, WAIT_MS), 1);
+	assert_ptr_equal(out[0].ctx, bufs[18]);
 	assert_int_equal(out[0].error, 0);
 	assert_int_equal(out[0].size, 1);
 	t_read_all(p[4][1], &c, 1);
 	assert_int_equal(c, 'y');
-	/* the write is delivered, so its slot is free again too */
+	/* the write is done, so its slot is free again too */
 	assert_int_equal(proact_read(w, p[4][0], bufs[17], 16, bufs[17]), 0);
-	assert_int_equal(proact_read(w, p[4][0], bufs[18], 16, NULL), -ENOBUFS);
+	assert_int_equal(proact_read(w, p[4][0], bufs[19], 16, NULL), -ENOBUFS);
 
 	/* destroy closes everything (free itself may need a slot at the limit) */
 	proact_watcher_destroy(w);

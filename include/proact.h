@@ -4,8 +4,9 @@
  * The program hands the watcher *requests* on file descriptors it owns ("read
  * this socket into this buffer", "write all of this buffer", "read into a pool
  * buffer when data comes") and later collects *completions*, in batches, from
- * proact_wait(). The thread that calls proact_wait() performs the I/O; the
- * library starts no thread of its own.
+ * proact_wait(). The thread that calls proact_wait() performs the I/O, and a
+ * submitting thread performs what can go at once (a write into a socket with
+ * room, a read whose data is there); the library starts no thread of its own.
  *
  * Conventions for every function below:
  *   - A call returns 0 (or a count) on success and a negative errno on failure.
@@ -180,7 +181,9 @@ PROACT_API const char *proact_backend(const proact_watcher *w);
  * program submits a write of (part of) it on this watcher before that call,
  * until that write's completion has been delivered and proact_wait() is called
  * once more. When the pool is empty, the read waits and the data stays in the
- * kernel: reads are never truncated to fit.
+ * kernel: reads are never truncated to fit. A waiting pool read with no
+ * deadline and nothing queued behind it holds no memory of its own: an idle
+ * connection costs the watcher its fd entry, 64 bytes.
  *
  * proact_read_full() completes only when @len bytes arrived, or at end of
  * stream, error or deadline, with size = every byte read so far. @buf must

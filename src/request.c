@@ -954,8 +954,7 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 		return 0;
 	}
 	/* A parked read keeps its place: back in the queue before anything joins it. */
-	bool behind_read = q->op == PROACT_OP_READ || q->op == PROACT_OP_ACCEPT ||
-	                   q->op == PROACT_OP_RECVFROM || q->op == PROACT_OP_CONNECT;
+	bool behind_read = dir_of_op(q->op) == PROACT__RD || q->op == PROACT_OP_CONNECT;
 	if (behind_read && !unpark(w, f))
 		return -ENOMEM;
 	struct proact__req *r = proact__req_alloc(w);

@@ -225,13 +225,16 @@ static void dispatch(struct proact_watcher *w, const struct epoll_event *ev)
 	uint32_t e = ev->events;
 	if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		f->flags |= PROACT__F_RDHUP;
+	/* An edge with nothing queued on its side only marks the side ready. */
 	if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
 		f->ready[PROACT__RD] = 1;
-		proact__progress(w, f, PROACT__RD);
+		if (f->head[PROACT__RD] || (f->flags & PROACT__F_PARKED))
+			proact__progress(w, f, PROACT__RD);
 	}
 	if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
 		f->ready[PROACT__WR] = 1;
-		proact__progress(w, f, PROACT__WR);
+		if (f->head[PROACT__WR])
+			proact__progress(w, f, PROACT__WR);
 	}
 }
 

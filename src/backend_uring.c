@@ -58,6 +58,7 @@ struct uring_state {
 	uint32_t nextra;
 	bool single_accept;          /* the kernel has no multishot accept */
 	bool poll_first;             /* NULL-buffer reads of idle fds poll before the receive */
+	uint32_t direct_sends;       /* sends made at once since the ring was last entered */
 	struct proact__ufault fault; /* tests only: PROACT_URING_FAULTS (fault_uring.c) */
 };
 
@@ -548,8 +549,13 @@ static void accept_result(struct proact_watcher *w, uint64_t ud, const struct io
  * A send that finds room in the socket goes out at once: no SQE, no
  * completion round trip. What would block goes to the kernel (INFLIGHT
  * here: "submit it"), and sends stay there until one completes again.
- * f->ready[PROACT__WR]: the last send found room.
+ * f->ready[PROACT__WR]: the last send found room. Only a few per round of
+ * the ring go at once: a burst (one message to thousands of connections)
+ * is faster as SQEs in one io_uring_enter, which wakes the receivers in one
+ * pass instead of one system call (and one wakeup) at a time.
  */
+#define DIRECT_SENDS_PER_ROUND 16
+
 static ssize_t send_now(struct proact__fd *f, const struct proact__req *r)
 {
 	size_t asked;
@@ -571,7 +577,8 @@ static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 	if (r->op == PROACT_OP_ACCEPT && !s->single_accept)
 		return accept_io(s, f, r);
 	if (dir == PROACT__WR && f->ready[PROACT__WR] && r->op != PROACT_OP_CONNECT &&
-	    !s->fault.on) {
+	    s->direct_sends < DIRECT_SENDS_PER_ROUND && !s->fault.on) {
+		s->direct_sends++;
 		ssize_t n = send_now(f, r);
 		if (n != PROACT__INFLIGHT)
 			return n;
@@ -781,6 +788,7 @@ static int submit_and_wait(struct uring_state *s, unsigned to_submit, int64_t ti
 static int ur_poll(struct proact_watcher *w, int64_t timeout_ns)
 {
 	struct uring_state *s = state(w);
+	s->direct_sends = 0;
 	arm_wakeup(s);
 	int rc;
 	if (timeout_ns == 0 || io_uring_cq_ready(&s->ring) > 0) {

@@ -722,6 +722,13 @@ int proact__validate(const struct proact_watcher *w, const struct proact_request
 	(void)w;
 	if (q->reserved[0] || q->reserved[1] || q->reserved[2])
 		return -EINVAL;
+	/* The common case first: a read (pool or buffer) or a write, nothing else set. */
+	bool plain = !q->iov && !q->iovcnt && !q->addr && !q->addrlen && q->fd >= 0;
+	bool sized = q->buf && q->len && q->len <= SSIZE_MAX;
+	if (plain && ((q->op == PROACT_OP_READ &&
+	               (q->buf ? sized && !(q->flags & ~PROACT_FULL) : !q->flags)) ||
+	              (q->op == PROACT_OP_WRITE && sized && !q->flags)))
+		return 0;
 	switch (q->op) {
 	case PROACT_OP_READ:
 		if (q->flags & ~PROACT_FULL)

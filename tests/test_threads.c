@@ -396,6 +396,37 @@ static void test_wakeup_from_other_thread(void **state)
 	assert_int_equal(t_fd_count(), base);
 }
 
+/*
+ * A write into a socket with room completes inside proact_submit, on the
+ * submitting thread: a waiter blocked in proact_wait(-1) elsewhere is woken
+ * for its completion.
+ */
+static void test_completion_in_submit_wakes_waiter(void **state)
+{
+	(void)state;
+	proact_watcher *w = t_watcher(NULL);
+	int fds[2];
+	t_unix_pair(fds);
+	struct proact_completion c;
+	assert_int_equal(proact_write(w, fds[0], "x", 1, NULL), 0); /* registers fds[0] */
+	assert_int_equal(t_collect(w, &c, 1, 5000), 1);
+	for (int round = 0; round < 3; round++) {
+		struct one_wait ow = {.w = w};
+		pthread_t th;
+		assert_int_equal(pthread_create(&th, NULL, one_wait_main, &ow), 0);
+		sleep_ms(50); /* most likely blocked by now; if not, it finds the completion */
+		assert_int_equal(proact_write(w, fds[0], "ping", 4, NULL), 0);
+		join_or_rescue(th, w,
+		               "a completion made inside proact_submit did not wake the waiter");
+		assert_int_equal(ow.rc, 1);
+	}
+	char got[13] = {0};
+	t_read_all(fds[1], got, 13);
+	assert_memory_equal(got, "xpingpingping", 13);
+	close(fds[1]);
+	proact_watcher_destroy(w);
+}
+
 /* A wakeup with no thread waiting makes the next wait return 0. */
 static void test_wakeup_before_wait(void **state)
 {
@@ -447,6 +478,7 @@ int main(void)
 	    cmocka_unit_test(test_concurrent_free_detach),
 	    cmocka_unit_test(test_wakeup_from_other_thread),
 	    cmocka_unit_test(test_wakeup_before_wait),
+	    cmocka_unit_test(test_completion_in_submit_wakes_waiter),
 	    cmocka_unit_test(test_two_waiters_ebusy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

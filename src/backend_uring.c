@@ -393,9 +393,6 @@ static int prep_io(struct uring_state *s, struct io_uring_sqe *sqe, struct proac
 	if (r->op == PROACT_OP_ACCEPT) {
 		io_uring_prep_accept(sqe, f->fd, r->addr, r->addr ? &r->addrlen : NULL,
 		                     SOCK_NONBLOCK | SOCK_CLOEXEC);
-	} else if (dir == PROACT__RD && !r->buf && s->poll_first && f->ready[PROACT__RD] == 0) {
-		io_uring_prep_poll_add(sqe, f->fd, POLLIN | POLLRDHUP);
-		f->ready[PROACT__RD] = POLLING;
 	} else if (r->op == PROACT_OP_RECVFROM) {
 		return prep_recvfrom(s, sqe, f, r);
 	} else if (dir == PROACT__RD) {
@@ -545,6 +542,23 @@ static void accept_result(struct proact_watcher *w, uint64_t ud, const struct io
 		disarm(s, f, s->extra[f->fd]);
 }
 
+/* Poll first: an idle fd's pool read holds no buffer and no receive in the
+   kernel, and the core may park it (PROACT__ARMED). */
+static ssize_t ur_arm_read(struct proact_watcher *w, struct proact__fd *f)
+{
+	struct uring_state *s = state(w);
+	struct io_uring_sqe *sqe = sqe_get(s);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_poll_add(sqe, f->fd, POLLIN | POLLRDHUP);
+	f->ready[PROACT__RD] = POLLING;
+	f->seq[PROACT__RD]++;
+	io_uring_sqe_set_data64(sqe, pack(KIND_READ, f));
+	if (s->fault.on)
+		proact__ufault_sqe(&s->fault, sqe, f->flags & PROACT__F_STREAM);
+	return PROACT__ARMED;
+}
+
 /*
  * A send that finds room in the socket goes out at once: no SQE, no
  * completion round trip. What would block goes to the kernel (INFLIGHT
@@ -583,11 +597,12 @@ static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 		if (n != PROACT__INFLIGHT)
 			return n;
 	}
+	bool pool_read = dir == PROACT__RD && !r->buf && r->op != PROACT_OP_ACCEPT;
+	if (pool_read && s->poll_first && f->ready[PROACT__RD] == 0)
+		return ur_arm_read(w, f);
 	/* Reads with data wait for a pool buffer in order: a receive that would
 	   take one while others wait joins them instead of overtaking. */
-	bool takes_buffer = dir == PROACT__RD && !r->buf && r->op != PROACT_OP_ACCEPT &&
-	                    !(s->poll_first && f->ready[PROACT__RD] == 0);
-	if (takes_buffer && w->starved_head && !f->pool_try && w->pool.navail <= w->pool.trying)
+	if (pool_read && w->starved_head && !f->pool_try && w->pool.navail <= w->pool.trying)
 		return PROACT__NOPOOL;
 	struct io_uring_sqe *sqe = sqe_get(s);
 	if (!sqe)
@@ -602,25 +617,7 @@ static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 	io_uring_sqe_set_data64(sqe, pack(dir == PROACT__RD ? KIND_READ : KIND_WRITE, f));
 	if (s->fault.on)
 		proact__ufault_sqe(&s->fault, sqe, f->flags & PROACT__F_STREAM);
-	/* A poll holds nothing of the request: the core may park it. */
-	return dir == PROACT__RD && f->ready[PROACT__RD] == POLLING ? PROACT__ARMED
-	                                                            : PROACT__INFLIGHT;
-}
-
-/* Poll first: an idle fd's read holds no buffer and no receive in the kernel. */
-static ssize_t ur_arm_read(struct proact_watcher *w, struct proact__fd *f)
-{
-	struct uring_state *s = state(w);
-	struct io_uring_sqe *sqe = sqe_get(s);
-	if (!sqe)
-		return -EBUSY;
-	io_uring_prep_poll_add(sqe, f->fd, POLLIN | POLLRDHUP);
-	f->ready[PROACT__RD] = POLLING;
-	f->seq[PROACT__RD]++;
-	io_uring_sqe_set_data64(sqe, pack(KIND_READ, f));
-	if (s->fault.on)
-		proact__ufault_sqe(&s->fault, sqe, f->flags & PROACT__F_STREAM);
-	return PROACT__ARMED;
+	return PROACT__INFLIGHT;
 }
 
 static void ur_cancel(struct proact_watcher *w, struct proact__fd *f, int dir)

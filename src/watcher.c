@@ -326,7 +326,7 @@ int proact_wakeup(proact_watcher *w)
 static int64_t poll_timeout(struct proact_watcher *w, uint64_t now, uint64_t end, bool forever)
 {
 	int64_t t = forever ? -1 : (int64_t)(end > now ? end - now : 0);
-	struct proact__req *next = proact__heap_min(&w->heap);
+	struct proact__req *next = w->heap.n ? proact__heap_min(&w->heap) : NULL;
 	uint64_t wake = next ? next->deadline : 0;
 	if (w->paused_until && (!wake || w->paused_until < wake))
 		wake = w->paused_until;
@@ -352,7 +352,8 @@ static int run(struct proact_watcher *w, int timeout_ms)
 	bool forever = timeout_ms < 0, polled = false;
 	uint64_t end = 0;
 	for (;;) {
-		proact__process_dirty(w);
+		if (w->dirty_head)
+			proact__process_dirty(w);
 		uint64_t now = w->heap.n || w->paused_until ? proact_now() : 0;
 		if (w->heap.n)
 			proact__expire(w, now);
@@ -395,7 +396,8 @@ int proact_wait(proact_watcher *w, struct proact_completion *out, int max, int t
 		return rc;
 	}
 	w->waiting = true;
-	proact__release_held(w);
+	if (w->held)
+		proact__release_held(w);
 	int rc = run(w, timeout_ms);
 	if (rc == 0) {
 		w->woken = false;

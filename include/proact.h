@@ -4,9 +4,10 @@
  * The program hands the watcher *requests* on file descriptors it owns ("read
  * this socket into this buffer", "write all of this buffer", "read into a pool
  * buffer when data comes") and later collects *completions*, in batches, from
- * proact_wait(). The thread that calls proact_wait() performs the I/O, and a
- * submitting thread performs what can go at once (a write into a socket with
- * room, a read whose data is there); the library starts no thread of its own.
+ * proact_wait(). The thread that calls proact_wait() performs the I/O: also,
+ * inside its own submission calls, whatever can go at once (a write into a
+ * socket with room, a read whose data is there). Other threads' submissions
+ * are handed to it. The library starts no thread of its own.
  *
  * Conventions for every function below:
  *   - A call returns 0 (or a count) on success and a negative errno on failure.

@@ -15,6 +15,7 @@
 #ifndef PROACT_INTERNAL_H
 #define PROACT_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -203,6 +204,11 @@ struct proact_watcher {
 	/* Set by the backend: a pool read waiting for data holds nothing of its
 	   request in the kernel (epoll; io_uring polling first), so it may park. */
 	bool park_reads;
+	/* The thread that last called proact_wait: its own submissions are tried
+	   at once; other threads hand theirs to it (io_uring: only the waiter
+	   enters the ring, so completions never wait on another thread). */
+	pthread_t waiter;
+	bool has_waiter;
 	bool closed;
 	bool waiting;   /* a thread is inside proact_wait */
 	bool sleeping;  /* ...and blocked in the kernel without the lock */

@@ -918,12 +918,10 @@ static void fill_req(struct proact__req *r, const struct proact_request *q)
 	}
 }
 
-/* What a submitting thread handed the kernel is submitted by the waiter:
-   one asleep in the kernel comes round for it. */
-static void wake_to_submit(struct proact_watcher *w, struct proact__fd *f, int dir)
+/* Whether the caller is the thread that runs the I/O (see proact_watcher.waiter). */
+static bool on_waiter_thread(const struct proact_watcher *w)
 {
-	if (f->inflight[dir] && w->sleeping)
-		mark_dirty(w, f);
+	return w->has_waiter && pthread_equal(w->waiter, pthread_self());
 }
 
 /* A pool read that can wait parked from the start: alone, no deadline, no connect. */
@@ -956,8 +954,10 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 		f->flags |= PROACT__F_PARKED;
 		f->pending++;
 		w->pending++;
-		arm_parked(w, f);
-		wake_to_submit(w, f, PROACT__RD);
+		if (on_waiter_thread(w))
+			arm_parked(w, f);
+		else
+			mark_dirty(w, f);
 		return 0;
 	}
 	/* A parked read keeps its place: back in the queue before anything joins it. */
@@ -989,10 +989,12 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 	f->pending++;
 	w->pending++;
 	if (f->head[dir] == r) {
-		/* Tried at once, as the waiter would: a write that fits completes
-		   here. What went to the kernel waits for the waiter to submit it. */
-		proact__progress(w, f, dir);
-		wake_to_submit(w, f, dir);
+		/* The waiter's own requests go at once (a write that fits completes
+		   here); another thread's wait for the waiter. */
+		if (on_waiter_thread(w))
+			proact__progress(w, f, dir);
+		else
+			mark_dirty(w, f);
 	}
 	return 0;
 }

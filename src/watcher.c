@@ -396,6 +396,8 @@ int proact_wait(proact_watcher *w, struct proact_completion *out, int max, int t
 		return rc;
 	}
 	w->waiting = true;
+	w->waiter = pthread_self();
+	w->has_waiter = true;
 	if (w->held)
 		proact__release_held(w);
 	int rc = run(w, timeout_ms);

@@ -397,11 +397,11 @@ static void test_wakeup_from_other_thread(void **state)
 }
 
 /*
- * A write into a socket with room completes inside proact_submit, on the
- * submitting thread: a waiter blocked in proact_wait(-1) elsewhere is woken
- * for its completion.
+ * The waiting thread's own write into a socket with room completes inside
+ * proact_submit; a write from another thread while it is blocked in
+ * proact_wait(-1) is handed to it: it wakes, sends and completes it.
  */
-static void test_completion_in_submit_wakes_waiter(void **state)
+static void test_submit_from_other_thread_wakes_waiter(void **state)
 {
 	(void)state;
 	proact_watcher *w = t_watcher(NULL);
@@ -478,7 +478,7 @@ int main(void)
 	    cmocka_unit_test(test_concurrent_free_detach),
 	    cmocka_unit_test(test_wakeup_from_other_thread),
 	    cmocka_unit_test(test_wakeup_before_wait),
-	    cmocka_unit_test(test_completion_in_submit_wakes_waiter),
+	    cmocka_unit_test(test_submit_from_other_thread_wakes_waiter),
 	    cmocka_unit_test(test_two_waiters_ebusy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

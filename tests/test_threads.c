@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -427,6 +428,73 @@ static void test_submit_from_other_thread_wakes_waiter(void **state)
 	proact_watcher_destroy(w);
 }
 
+/*
+ * Waiting moves from one thread to another (a leader/follower pool): the
+ * first thread waits, submits a pool read (it goes to the kernel from that
+ * thread) and then sleeps on something else entirely; the second thread
+ * takes over proact_wait and must get the read's completion when data comes.
+ */
+struct first_waiter {
+	proact_watcher *w;
+	int fd;
+	int rc;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool handed_over, done;
+};
+
+static void *first_waiter_main(void *arg)
+{
+	struct first_waiter *fw = arg;
+	struct proact_completion c;
+	fw->rc = proact_wait(fw->w, &c, 1, 0); /* becomes the waiting thread */
+	if (fw->rc == 0)
+		fw->rc = proact_read(fw->w, fw->fd, NULL, 0, fw);
+	if (fw->rc == 0)
+		fw->rc = proact_wait(fw->w, &c, 1, 0); /* the read reaches the kernel */
+	pthread_mutex_lock(&fw->mu);
+	fw->handed_over = true;
+	pthread_cond_broadcast(&fw->cv);
+	while (!fw->done) /* asleep, outside the library, until the end */
+		pthread_cond_wait(&fw->cv, &fw->mu);
+	pthread_mutex_unlock(&fw->mu);
+	return NULL;
+}
+
+static void test_waiting_moves_between_threads(void **state)
+{
+	(void)state;
+	proact_watcher *w = t_watcher(NULL);
+	int fds[2];
+	t_unix_pair(fds);
+	struct first_waiter fw = {.w = w, .fd = fds[0]};
+	pthread_mutex_init(&fw.mu, NULL);
+	pthread_cond_init(&fw.cv, NULL);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, first_waiter_main, &fw), 0);
+	pthread_mutex_lock(&fw.mu);
+	while (!fw.handed_over)
+		pthread_cond_wait(&fw.cv, &fw.mu);
+	pthread_mutex_unlock(&fw.mu);
+	t_write_all(fds[1], "hello", 5);
+	struct proact_completion c;
+	int n = t_collect(w, &c, 1, 5000);
+	pthread_mutex_lock(&fw.mu);
+	fw.done = true;
+	pthread_cond_broadcast(&fw.cv);
+	pthread_mutex_unlock(&fw.mu);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(fw.rc, 0);
+	assert_int_equal(n, 1);
+	assert_ptr_equal(c.ctx, &fw);
+	assert_int_equal(c.size, 5);
+	assert_memory_equal(c.buf, "hello", 5);
+	close(fds[1]);
+	proact_watcher_destroy(w);
+	pthread_cond_destroy(&fw.cv);
+	pthread_mutex_destroy(&fw.mu);
+}
+
 /* A wakeup with no thread waiting makes the next wait return 0. */
 static void test_wakeup_before_wait(void **state)
 {
@@ -479,6 +547,7 @@ int main(void)
 	    cmocka_unit_test(test_wakeup_from_other_thread),
 	    cmocka_unit_test(test_wakeup_before_wait),
 	    cmocka_unit_test(test_submit_from_other_thread_wakes_waiter),
+	    cmocka_unit_test(test_waiting_moves_between_threads),
 	    cmocka_unit_test(test_two_waiters_ebusy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -189,8 +189,8 @@ struct proact_watcher {
 
 	struct proact__fd *dirty_head, *dirty_tail;
 	struct proact__fd *starved_head, *starved_tail;
-	struct proact__fd *paused_head;            /* listeners waiting for a free fd */
-	uint64_t paused_until;                     /* ...or for this time (0: none paused) */
+	struct proact__fd *paused_head; /* listeners (and parked reads) out of fds or memory */
+	uint64_t paused_until;          /* ...or for this time (0: none paused) */
 	struct proact__req *done_head, *done_tail; /* completed, not yet delivered */
 	struct proact__req *held;                  /* delivered, pool refs to drop */
 	struct proact__req *spare;                 /* free request nodes */
@@ -247,7 +247,7 @@ void proact__progress(struct proact_watcher *w, struct proact__fd *f, int dir);
 void proact__io_done(struct proact_watcher *w, struct proact__fd *f, int dir, ssize_t res);
 void proact__process_dirty(struct proact_watcher *w);
 void proact__expire(struct proact_watcher *w, uint64_t now);
-void proact__resume_listeners(struct proact_watcher *w);
+void proact__resume_paused(struct proact_watcher *w);
 void proact__close_all(struct proact_watcher *w);
 struct proact__req *proact__req_alloc(struct proact_watcher *w);
 void proact__req_release(struct proact_watcher *w, struct proact__req *r);

@@ -315,7 +315,7 @@ static void pause_fd(struct proact_watcher *w, struct proact__fd *f)
 		w->paused_until = proact_now() + PAUSE_NS;
 }
 
-void proact__resume_listeners(struct proact_watcher *w)
+void proact__resume_paused(struct proact_watcher *w)
 {
 	struct proact__fd *f;
 	while ((f = w->paused_head)) {
@@ -589,7 +589,7 @@ static void finish_close(struct proact_watcher *w, struct proact__fd *f)
 		fd_restore_blocking(f);
 	} else {
 		close(f->fd);
-		proact__resume_listeners(w); /* a descriptor is free for a paused accept */
+		proact__resume_paused(w); /* a descriptor is free: paused accepts may go on */
 	}
 	fd_reset(f);
 	done_push(w, c);

@@ -358,7 +358,7 @@ static int run(struct proact_watcher *w, int timeout_ms)
 		if (w->heap.n)
 			proact__expire(w, now);
 		if (w->paused_until && now >= w->paused_until) {
-			proact__resume_listeners(w);
+			proact__resume_paused(w);
 			proact__process_dirty(w);
 		}
 		if (w->closed)

@@ -340,6 +340,11 @@ static int emfile_child(void)
 static void test_accept_emfile_pauses(void **state)
 {
 	(void)state;
+	/* valgrind hands out descriptors from its own range and, above the
+	   client's limit, closes the accepted socket and reports EMFILE: the
+	   connection is gone, where the kernel keeps it queued. */
+	if (getenv("PROACT_VALGRIND"))
+		skip();
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0)

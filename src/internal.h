@@ -204,9 +204,7 @@ struct proact_watcher {
 	/* Set by the backend: a pool read waiting for data holds nothing of its
 	   request in the kernel (epoll; io_uring polling first), so it may park. */
 	bool park_reads;
-	/* The thread that last called proact_wait: its own submissions are tried
-	   at once; other threads hand theirs to it (io_uring: only the waiter
-	   enters the ring, so completions never wait on another thread). */
+	/* The thread that last called proact_wait (see proact_submit). */
 	pthread_t waiter;
 	bool has_waiter;
 	bool closed;
@@ -253,7 +251,8 @@ struct proact__req *proact__req_alloc(struct proact_watcher *w);
 void proact__req_release(struct proact_watcher *w, struct proact__req *r);
 void proact__reqs_destroy(struct proact_watcher *w);
 void proact__refs_destroy(struct proact_watcher *w);
-int proact__submit_locked(struct proact_watcher *w, const struct proact_request *q);
+/* on_waiter: the caller is the thread that last called proact_wait. */
+int proact__submit_locked(struct proact_watcher *w, const struct proact_request *q, bool on_waiter);
 int proact__validate(const struct proact_watcher *w, const struct proact_request *q);
 int proact__close_fd(struct proact_watcher *w, int fd, void *ctx, bool detach);
 void proact__release_held(struct proact_watcher *w);
@@ -281,7 +280,10 @@ void *proact__pool_addr(const struct proact__pool *p, int32_t idx);
 /* timer.c */
 int proact__heap_push(struct proact__heap *h, struct proact__req *r);
 void proact__heap_remove(struct proact__heap *h, struct proact__req *r);
-struct proact__req *proact__heap_min(const struct proact__heap *h);
+static inline struct proact__req *proact__heap_min(const struct proact__heap *h)
+{
+	return h->n ? h->v[0] : NULL;
+}
 void proact__heap_destroy(struct proact__heap *h);
 
 #endif

@@ -381,10 +381,16 @@ static bool held_back(const struct proact__fd *f, int dir, const struct proact__
  * back and leaves only its ctx in the fd entry; every other field of such a
  * read is known. An idle connection then costs its fd entry alone.
  */
+static bool parkable(const struct proact_watcher *w, uint8_t op, const void *buf, uint32_t flags,
+                     uint64_t deadline, size_t len)
+{
+	return op == PROACT_OP_READ && !buf && !flags && !deadline &&
+	       (len == 0 || len >= w->pool.size);
+}
+
 static void park(struct proact_watcher *w, struct proact__fd *f, struct proact__req *r)
 {
-	if (r->next || r->op != PROACT_OP_READ || r->buf || r->flags || r->deadline || r->done ||
-	    r->len != w->pool.size || r->fdnum != f->fd)
+	if (r->next || r->done || !parkable(w, r->op, r->buf, r->flags, r->deadline, r->len))
 		return;
 	f->head[PROACT__RD] = NULL;
 	f->parked_ctx = r->ctx;
@@ -722,13 +728,6 @@ int proact__validate(const struct proact_watcher *w, const struct proact_request
 	(void)w;
 	if (q->reserved[0] || q->reserved[1] || q->reserved[2])
 		return -EINVAL;
-	/* The common case first: a read (pool or buffer) or a write, nothing else set. */
-	bool plain = !q->iov && !q->iovcnt && !q->addr && !q->addrlen && q->fd >= 0;
-	bool sized = q->buf && q->len && q->len <= SSIZE_MAX;
-	if (plain && ((q->op == PROACT_OP_READ &&
-	               (q->buf ? sized && !(q->flags & ~PROACT_FULL) : !q->flags)) ||
-	              (q->op == PROACT_OP_WRITE && sized && !q->flags)))
-		return 0;
 	switch (q->op) {
 	case PROACT_OP_READ:
 		if (q->flags & ~PROACT_FULL)
@@ -918,26 +917,27 @@ static void fill_req(struct proact__req *r, const struct proact_request *q)
 	}
 }
 
-/* Whether the caller is the thread that runs the I/O (see proact_watcher.waiter). */
-static bool on_waiter_thread(const struct proact_watcher *w)
-{
-	return w->has_waiter && pthread_equal(w->waiter, pthread_self());
-}
-
-/* A pool read that can wait parked from the start: alone, no deadline, no connect. */
+/* A read that can wait parked from the start: alone, nothing in the kernel, no data known. */
 static bool park_at_once(const struct proact_watcher *w, const struct proact__fd *f,
                          const struct proact_request *q)
 {
-	return w->park_reads && q->op == PROACT_OP_READ && !q->flags && !q->deadline &&
-	       (q->len == 0 || q->len >= w->pool.size) && !f->head[PROACT__RD] &&
-	       !f->inflight[PROACT__RD] && !(f->flags & (PROACT__F_PARKED | PROACT__F_CONNECT)) &&
-	       !f->ready[PROACT__RD];
+	return w->park_reads && parkable(w, q->op, q->buf, q->flags, q->deadline, q->len) &&
+	       !f->head[PROACT__RD] && !f->inflight[PROACT__RD] && !f->ready[PROACT__RD] &&
+	       !(f->flags & (PROACT__F_PARKED | PROACT__F_CONNECT));
 }
 
-int proact__submit_locked(struct proact_watcher *w, const struct proact_request *q)
+/* A request is first in its queue: the waiting thread starts it at once,
+   another thread leaves it to the waiter. */
+static void start(struct proact_watcher *w, struct proact__fd *f, int dir, bool on_waiter)
 {
-	if (w->closed)
-		return -ESHUTDOWN;
+	if (on_waiter)
+		proact__progress(w, f, dir);
+	else
+		mark_dirty(w, f);
+}
+
+int proact__submit_locked(struct proact_watcher *w, const struct proact_request *q, bool on_waiter)
+{
 	bool pool_read = (q->op == PROACT_OP_READ || q->op == PROACT_OP_RECVFROM) && !q->buf;
 	if (pool_read && w->pool.count == 0)
 		return -ENOBUFS;
@@ -954,10 +954,7 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 		f->flags |= PROACT__F_PARKED;
 		f->pending++;
 		w->pending++;
-		if (on_waiter_thread(w))
-			arm_parked(w, f);
-		else
-			mark_dirty(w, f);
+		start(w, f, PROACT__RD, on_waiter);
 		return 0;
 	}
 	/* A parked read keeps its place: back in the queue before anything joins it. */
@@ -988,14 +985,8 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 		f->flags |= PROACT__F_CONNECT;
 	f->pending++;
 	w->pending++;
-	if (f->head[dir] == r) {
-		/* The waiter's own requests go at once (a write that fits completes
-		   here); another thread's wait for the waiter. */
-		if (on_waiter_thread(w))
-			proact__progress(w, f, dir);
-		else
-			mark_dirty(w, f);
-	}
+	if (f->head[dir] == r)
+		start(w, f, dir, on_waiter);
 	return 0;
 }
 

@@ -89,11 +89,6 @@ void proact__heap_remove(struct proact__heap *h, struct proact__req *r)
 	sift_up(h, last->heap_idx);
 }
 
-struct proact__req *proact__heap_min(const struct proact__heap *h)
-{
-	return h->n ? h->v[0] : NULL;
-}
-
 void proact__heap_destroy(struct proact__heap *h)
 {
 	free(h->v);

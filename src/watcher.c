@@ -153,7 +153,7 @@ void proact_watcher_destroy(proact_watcher *w)
 /* After queueing: a waiter asleep in the kernel must come and do the work. */
 static void kick(struct proact_watcher *w)
 {
-	if (w->sleeping && !w->wake_sent && (w->dirty_head || w->done_head || w->woken)) {
+	if (w->sleeping && !w->wake_sent && (w->dirty_head || w->woken)) {
 		w->wake_sent = true;
 		w->be->wakeup(w);
 	}
@@ -170,10 +170,14 @@ int proact_submit(proact_watcher *w, const struct proact_request *reqs, int n)
 		proact__unlock(w);
 		return rc;
 	}
+	/* The thread that runs the I/O starts its own requests at once; other
+	   threads hand theirs to it (io_uring: only it enters the ring, so no
+	   completion waits for another thread's task work). */
+	bool on_waiter = w->has_waiter && pthread_equal(w->waiter, pthread_self());
 	for (i = 0; i < n; i++) {
 		rc = proact__validate(w, &reqs[i]);
 		if (rc == 0)
-			rc = proact__submit_locked(w, &reqs[i]);
+			rc = proact__submit_locked(w, &reqs[i], on_waiter);
 		if (rc)
 			break;
 	}
@@ -326,7 +330,7 @@ int proact_wakeup(proact_watcher *w)
 static int64_t poll_timeout(struct proact_watcher *w, uint64_t now, uint64_t end, bool forever)
 {
 	int64_t t = forever ? -1 : (int64_t)(end > now ? end - now : 0);
-	struct proact__req *next = w->heap.n ? proact__heap_min(&w->heap) : NULL;
+	struct proact__req *next = proact__heap_min(&w->heap);
 	uint64_t wake = next ? next->deadline : 0;
 	if (w->paused_until && (!wake || w->paused_until < wake))
 		wake = w->paused_until;

@@ -202,6 +202,19 @@ void t_set_rcvtimeo(int fd, int sec)
 	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
 }
 
+void t_set_timeouts(int fd, int sec)
+{
+	struct timeval tv = {.tv_sec = sec};
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)), 0);
+}
+
+void t_small_bufs(int sender, int receiver)
+{
+	t_set_bufs(sender, 64 * 1024, 0);
+	t_set_bufs(receiver, 0, 64 * 1024);
+}
+
 void t_set_bufs(int fd, int snd, int rcv)
 {
 	if (snd > 0)

@@ -45,6 +45,10 @@ void t_write_all(int fd, const void *buf, size_t len);
 void t_read_all(int fd, void *buf, size_t len);
 /* Socket options for the peer side; each asserts success. 0 leaves a size as is. */
 void t_set_rcvtimeo(int fd, int sec);
+/* SO_RCVTIMEO and SO_SNDTIMEO of sec seconds: a blocked peer never blocks forever. */
+void t_set_timeouts(int fd, int sec);
+/* 64 KiB send buffer on sender, receive buffer on receiver: writes fill up fast. */
+void t_small_bufs(int sender, int receiver);
 void t_set_bufs(int fd, int snd, int rcv);
 /* Whether fd is an open descriptor of this process. */
 int t_fd_open(int fd);

@@ -38,20 +38,6 @@
 
 #define WAIT_MS 20000
 
-static void peer_timeouts(int fd)
-{
-	struct timeval tv = {.tv_sec = WAIT_MS / 1000};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
-static void small_buffers(int s, int peer)
-{
-	int sz = 64 * 1024;
-	assert_int_equal(setsockopt(s, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz)), 0);
-	assert_int_equal(setsockopt(peer, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz)), 0);
-}
-
 static int is_pipe_error(int e)
 {
 	return e == EPIPE || e == ECONNRESET;
@@ -154,7 +140,7 @@ static void test_reset_mid_write(void **state)
 	int fds[2];
 	t_tcp_pair(fds);
 	int s = fds[0], peer = fds[1];
-	small_buffers(s, peer);
+	t_small_bufs(s, peer);
 	enum { BIG = 16 << 20, FIRST = 256 << 10 };
 	uint8_t *buf = malloc(BIG), *in = malloc(FIRST);
 	assert_non_null(buf);
@@ -223,7 +209,7 @@ static void test_half_close(void **state)
 	int fds[2];
 	t_tcp_pair(fds);
 	int s = fds[0], peer = fds[1];
-	peer_timeouts(peer);
+	t_set_timeouts(peer, WAIT_MS / 1000);
 	enum { HELLO = 1000, OUT = 3 << 20, SPLIT = 1 << 20 };
 	uint8_t hello[HELLO], got[HELLO], got2[16];
 	t_fill(hello, HELLO, 81, 0);
@@ -415,7 +401,7 @@ static void test_slowloris(void **state)
 	t_tcp_pair(p1);
 	t_tcp_pair(p2);
 	t_tcp_pair(pb);
-	peer_timeouts(pb[1]);
+	t_set_timeouts(pb[1], WAIT_MS / 1000);
 	st->a1 = p1[0];
 	st->a2 = p2[0];
 	st->b = pb[0];
@@ -480,7 +466,7 @@ static void test_never_reads(void **state)
 	int fds[2];
 	t_tcp_pair(fds);
 	int s = fds[0], peer = fds[1];
-	peer_timeouts(peer);
+	t_set_timeouts(peer, WAIT_MS / 1000);
 	/* One MiB of the seed stream, repeated: cheap to make, still ordered. */
 	uint8_t *buf = malloc(HUGE);
 	assert_non_null(buf);

@@ -88,21 +88,6 @@ static void reader_start(struct reader *r)
 	assert_int_equal(pthread_create(&r->th, NULL, reader_main, r), 0);
 }
 
-/* Socket options so that a blocked peer never blocks forever. */
-static void peer_timeouts(int fd)
-{
-	struct timeval tv = {.tv_sec = TIMEOUT_MS / 1000};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
-static void small_buffers(int s, int peer)
-{
-	int sz = 64 * 1024;
-	assert_int_equal(setsockopt(s, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz)), 0);
-	assert_int_equal(setsockopt(peer, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz)), 0);
-}
-
 /* Nothing more than what was read is waiting on @peer. */
 static void assert_no_more(int peer)
 {
@@ -122,8 +107,8 @@ static void test_write_big_slow_peer(void **state)
 	int fds[2];
 	t_tcp_pair(fds);
 	int s = fds[0], peer = fds[1];
-	small_buffers(s, peer);
-	peer_timeouts(peer);
+	t_small_bufs(s, peer);
+	t_set_timeouts(peer, TIMEOUT_MS / 1000);
 	enum { BIG = 8 << 20, PAUSE = 1 << 20 };
 	uint8_t *buf = malloc(BIG);
 	assert_non_null(buf);
@@ -246,8 +231,8 @@ static void test_writev_big(void **state)
 	int fds[2];
 	t_tcp_pair(fds);
 	int s = fds[0], peer = fds[1];
-	small_buffers(s, peer);
-	peer_timeouts(peer);
+	t_small_bufs(s, peer);
+	t_set_timeouts(peer, TIMEOUT_MS / 1000);
 
 	static const size_t pattern[] = {1, 7, 4096, 131072, 13, 200003, 512, 65537, 3, 99999};
 	enum { NSEG = 80 };

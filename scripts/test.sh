@@ -22,10 +22,10 @@ run_suite() {
 }
 
 echo "== tests (Debug) =="
-run_suite build/test
+run_suite build/test -DPROACT_FAULT_INJECTION=ON
 echo "== tests (ASan+UBSan) =="
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	run_suite build/asan -DPROACT_SANITIZE=ON
+	run_suite build/asan -DPROACT_SANITIZE=ON -DPROACT_FAULT_INJECTION=ON
 echo "== threaded tests (TSan) =="
 # The threaded tests again under ThreadSanitizer (misuse: calls from three
 # threads while the watcher shuts down).

@@ -34,7 +34,7 @@ else
 fi
 
 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DPROACT_SANITIZE=OFF -DPROACT_TSAN=OFF \
-	-DPROACT_EXAMPLES=OFF "-D$launcher_var=$launcher" >/dev/null
+	-DPROACT_FAULT_INJECTION=ON -DPROACT_EXAMPLES=OFF "-D$launcher_var=$launcher" >/dev/null
 cmake --build "$dir" -j"$jobs"
 
 # The soak is left out: under valgrind its client (a forked child, followed

@@ -3,7 +3,7 @@
  *
  * The core (watcher.c, request.c, pool.c, timer.c) owns registrations,
  * per-fd queues, deadlines, the buffer pool and the completion list. A backend
- * (backend_*.c) only moves bytes for the request at the head of a queue and
+ * (src/backend/) only moves bytes for the request at the head of a queue and
  * reports readiness or results back through the proact__* calls below. It
  * never sees the public API; the core never sees an epoll_event or an SQE.
  *
@@ -90,6 +90,7 @@ enum proact__fd_state { PROACT__FD_UNUSED = 0, PROACT__FD_ACTIVE, PROACT__FD_CLO
 #define PROACT__F_CONNECT  0x100 /* a CONNECT is queued: reads wait for it */
 #define PROACT__F_PAUSED   0x200 /* out of fds or memory: on the paused list */
 #define PROACT__F_PARKED   0x400 /* a pool read waits as parked_ctx, without a node */
+#define PROACT__F_BACKEND  0x800 /* the backend's own mark (kqueue: watch again) */
 /* The list links survive a release: the lists skip fds no longer active. */
 #define PROACT__F_LISTS (PROACT__F_DIRTY | PROACT__F_STARVED | PROACT__F_PAUSED)
 
@@ -168,10 +169,32 @@ struct proact__backend {
 	void (*pool_recycle)(struct proact_watcher *w, uint32_t idx);
 };
 
+#ifdef PROACT_HAVE_EPOLL
 extern const struct proact__backend proact__backend_epoll;
+#endif
 #ifdef PROACT_HAVE_URING
 extern const struct proact__backend proact__backend_uring;
 int proact__uring_probe(void);
+#endif
+#ifdef PROACT_HAVE_KQUEUE
+extern const struct proact__backend proact__backend_kqueue;
+#endif
+
+/* ready.c: a readiness backend's io(): the head request of dir, now, if
+   f->ready[dir] says the kernel may have room or data. */
+ssize_t proact__ready_io(struct proact_watcher *w, struct proact__fd *f, int dir,
+                         struct proact__req *r);
+
+/* An environment setting (PROACT_BACKEND, ...); ignored in set-user-ID
+   programs where the platform can tell. */
+const char *proact__env(const char *name);
+
+/* send(2) flags: no SIGPIPE for a peer that went away. Where MSG_NOSIGNAL is
+   missing, registration sets SO_NOSIGPIPE on the socket instead. */
+#ifdef MSG_NOSIGNAL
+#define PROACT__SEND_FLAGS MSG_NOSIGNAL
+#else
+#define PROACT__SEND_FLAGS 0
 #endif
 
 #define PROACT__FDTAB_SHIFT 8
@@ -243,6 +266,8 @@ static inline struct proact__fd *proact__fd_at(struct proact_watcher *w, int32_t
 /* request.c: the engine the backends drive. */
 void proact__progress(struct proact_watcher *w, struct proact__fd *f, int dir);
 void proact__io_done(struct proact_watcher *w, struct proact__fd *f, int dir, ssize_t res);
+/* The backend cannot watch f (the kernel refused): its waiting requests fail. */
+void proact__fd_fail(struct proact_watcher *w, struct proact__fd *f, int error);
 void proact__process_dirty(struct proact_watcher *w);
 void proact__expire(struct proact_watcher *w, uint64_t now);
 void proact__resume_paused(struct proact_watcher *w);

@@ -1,14 +1,18 @@
 /*
- * lock.h - the watcher lock: a futex mutex.
+ * lock.h - the watcher lock.
  *
- * Taking and releasing it uncontended costs one atomic instruction each, a
- * few times per echo round trip, where a pthread mutex costs tens of
- * instructions through two library calls. The word is 0 (free), 1 (held) or
- * 2 (held, and a thread may sleep on it): only a release of a 2 enters the
- * kernel. This is the classic three-state futex mutex.
+ * Where the build finds Linux's futex, a futex mutex: taking and releasing it
+ * uncontended costs one atomic instruction each, a few times per echo round
+ * trip, where a pthread mutex costs tens of instructions through two library
+ * calls. The word is 0 (free), 1 (held) or 2 (held, and a thread may sleep
+ * on it): only a release of a 2 enters the kernel (the classic three-state
+ * futex mutex). Elsewhere a pthread mutex: portable, and the BSDs' and
+ * macOS's are fast enough uncontended.
  */
 #ifndef PROACT_LOCK_H
 #define PROACT_LOCK_H
+
+#ifdef PROACT_HAVE_FUTEX
 
 #include <linux/futex.h>
 #include <stdatomic.h>
@@ -18,6 +22,17 @@
 typedef struct {
 	atomic_int word;
 } proact__mutex;
+
+static inline int proact__mutex_init(proact__mutex *m)
+{
+	atomic_init(&m->word, 0);
+	return 0;
+}
+
+static inline void proact__mutex_destroy(proact__mutex *m)
+{
+	(void)m;
+}
 
 static inline void proact__mutex_lock_slow(proact__mutex *m, int c)
 {
@@ -42,5 +57,36 @@ static inline void proact__mutex_unlock(proact__mutex *m)
 	if (atomic_exchange_explicit(&m->word, 0, memory_order_release) == 2)
 		syscall(SYS_futex, &m->word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
+
+#else /* POSIX */
+
+#include <errno.h>
+#include <pthread.h>
+
+typedef struct {
+	pthread_mutex_t m;
+} proact__mutex;
+
+static inline int proact__mutex_init(proact__mutex *m)
+{
+	return -pthread_mutex_init(&m->m, NULL);
+}
+
+static inline void proact__mutex_destroy(proact__mutex *m)
+{
+	pthread_mutex_destroy(&m->m);
+}
+
+static inline void proact__mutex_lock(proact__mutex *m)
+{
+	pthread_mutex_lock(&m->m);
+}
+
+static inline void proact__mutex_unlock(proact__mutex *m)
+{
+	pthread_mutex_unlock(&m->m);
+}
+
+#endif
 
 #endif

@@ -97,6 +97,11 @@ static int fd_prepare(struct proact__fd *f, int fd, int fl)
 		flags |= PROACT__F_SOCKET;
 		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM)
 			flags |= PROACT__F_STREAM;
+#if !defined(MSG_NOSIGNAL) && defined(SO_NOSIGPIPE)
+		int one = 1; /* no MSG_NOSIGNAL: the socket itself must not raise SIGPIPE */
+		if (setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one)) != 0)
+			return -errno;
+#endif
 	}
 	if (!(fl & O_NONBLOCK)) {
 		if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)
@@ -454,6 +459,14 @@ static bool unpark_ready(struct proact_watcher *w, struct proact__fd *f)
 		return true;
 	pause_fd(w, f);
 	return false;
+}
+
+void proact__fd_fail(struct proact_watcher *w, struct proact__fd *f, int error)
+{
+	if (!unpark(w, f))
+		pause_fd(w, f); /* no memory to fail it: it waits, and is armed again */
+	fail_waiting(w, f, PROACT__RD, error);
+	fail_waiting(w, f, PROACT__WR, error);
 }
 
 void proact__progress(struct proact_watcher *w, struct proact__fd *f, int dir)

@@ -1,7 +1,7 @@
 /*
- * send.c - the non-blocking send both backends use: epoll for every write,
- * io_uring for a write that finds room in the socket at once (no SQE, no
- * completion round trip).
+ * send.c - the non-blocking send every backend uses: the readiness
+ * backends (epoll, kqueue) for every write, io_uring for a write that finds
+ * room in the socket at once (no SQE, no completion round trip).
  */
 #include <errno.h>
 #include <sys/socket.h>
@@ -19,10 +19,10 @@ static ssize_t send_buf(const struct proact__fd *f, const struct proact__req *r,
 		                   .msg_namelen = r->addrlen,
 		                   .msg_iov = &iov,
 		                   .msg_iovlen = 1};
-		return sendmsg(f->fd, &m, MSG_NOSIGNAL);
+		return sendmsg(f->fd, &m, PROACT__SEND_FLAGS);
 	}
 	if (f->flags & PROACT__F_SOCKET)
-		return send(f->fd, buf, len, MSG_NOSIGNAL);
+		return send(f->fd, buf, len, PROACT__SEND_FLAGS);
 	return write(f->fd, buf, len);
 }
 
@@ -42,7 +42,7 @@ static ssize_t send_iov(const struct proact__fd *f, const struct proact__req *r,
 		*asked += iov[k + i].iov_len;
 	if (f->flags & PROACT__F_SOCKET) {
 		struct msghdr m = {.msg_iov = (struct iovec *)(iov + k), .msg_iovlen = (size_t)n};
-		return sendmsg(f->fd, &m, MSG_NOSIGNAL);
+		return sendmsg(f->fd, &m, PROACT__SEND_FLAGS);
 	}
 	return writev(f->fd, iov + k, n);
 }

@@ -23,11 +23,17 @@
 
 static const struct proact__backend *backend_named(const char *name)
 {
+#ifdef PROACT_HAVE_EPOLL
 	if (strcmp(name, "epoll") == 0)
 		return &proact__backend_epoll;
+#endif
 #ifdef PROACT_HAVE_URING
 	if (strcmp(name, "io_uring") == 0)
 		return &proact__backend_uring;
+#endif
+#ifdef PROACT_HAVE_KQUEUE
+	if (strcmp(name, "kqueue") == 0)
+		return &proact__backend_kqueue;
 #endif
 	return NULL;
 }
@@ -37,6 +43,21 @@ static int backend_known(const char *name)
 	return strcmp(name, "epoll") == 0 || strcmp(name, "io_uring") == 0 ||
 	       strcmp(name, "kqueue") == 0;
 }
+
+/* The automatic choice, best first: io_uring, then epoll on Linux; kqueue
+   where there is no epoll. A build for Linux with the kqueue test double
+   still prefers the Linux backends. */
+static const struct proact__backend *const auto_order[] = {
+#ifdef PROACT_HAVE_URING
+    &proact__backend_uring,
+#endif
+#ifdef PROACT_HAVE_EPOLL
+    &proact__backend_epoll,
+#endif
+#ifdef PROACT_HAVE_KQUEUE
+    &proact__backend_kqueue,
+#endif
+};
 
 /* Tries the backends in order of preference; returns 0 or the last error. */
 static int backend_start(struct proact_watcher *w, const char *name)
@@ -49,13 +70,13 @@ static int backend_start(struct proact_watcher *w, const char *name)
 			return -ENOSYS;
 		return w->be->init(w);
 	}
-#ifdef PROACT_HAVE_URING
-	w->be = &proact__backend_uring;
-	if (w->be->init(w) == 0)
-		return 0;
-#endif
-	w->be = &proact__backend_epoll;
-	return w->be->init(w);
+	int rc = -ENOSYS;
+	for (size_t i = 0; i < sizeof(auto_order) / sizeof(auto_order[0]); i++) {
+		w->be = auto_order[i];
+		if ((rc = w->be->init(w)) == 0)
+			return 0;
+	}
+	return rc;
 }
 
 static int options_apply(struct proact_watcher *w, const struct proact_options *o,
@@ -87,19 +108,26 @@ int proact_watcher_new(proact_watcher **out, const struct proact_options *opts)
 	if (!w)
 		return -ENOMEM;
 	uint32_t pool_count, pool_size;
-	int rc = options_apply(w, opts, &pool_count, &pool_size);
-	if (rc == 0)
-		rc = proact__pool_init(&w->pool, pool_count, pool_size);
+	int rc = proact__mutex_init(&w->lock);
 	if (rc) {
 		free(w);
 		return rc;
 	}
-	const char *name = opts && opts->backend ? opts->backend : getenv("PROACT_BACKEND");
+	rc = options_apply(w, opts, &pool_count, &pool_size);
+	if (rc == 0)
+		rc = proact__pool_init(&w->pool, pool_count, pool_size);
+	if (rc) {
+		proact__mutex_destroy(&w->lock);
+		free(w);
+		return rc;
+	}
+	const char *name = opts && opts->backend ? opts->backend : proact__env("PROACT_BACKEND");
 	if (name && !*name)
 		name = NULL;
 	rc = backend_start(w, name);
 	if (rc) {
 		proact__pool_destroy(&w->pool);
+		proact__mutex_destroy(&w->lock);
 		free(w);
 		return rc;
 	}
@@ -145,7 +173,17 @@ void proact_watcher_destroy(proact_watcher *w)
 	for (uint32_t c = 0; c < w->fdtab_chunks; c++)
 		free(w->fdtab[c]);
 	free(w->fdtab);
+	proact__mutex_destroy(&w->lock);
 	free(w);
+}
+
+const char *proact__env(const char *name)
+{
+#ifdef PROACT_HAVE_SECURE_GETENV
+	return secure_getenv(name); /* not in a set-user-ID program */
+#else
+	return getenv(name);
+#endif
 }
 
 /* ---- submission ---- */

@@ -7,7 +7,7 @@
  *   epoll     the LD_PRELOAD shim (fault/shim.c; ctest preloads it): EINTR,
  *             EAGAIN, short reads and writes, short and spurious epoll
  *             events, epoll_ctl ENOMEM/ENOSPC, accept4 EMFILE;
- *   io_uring  the backend's hook (src/fault_uring.c, PROACT_URING_FAULTS set
+ *   io_uring  the backend's hook (src/backend/io_uring_fault.c, PROACT_URING_FAULTS set
  *             before the watcher starts): short transfers, -EAGAIN, -EINTR,
  *             -ENOBUFS, accept -EMFILE, a full SQ, spurious polls;
  *   both      allocation failures (fault/alloc.c, link-time wrapping) and a

@@ -4,7 +4,7 @@
  * Three injectors, each making failures the kernel or libc could really
  * produce: the LD_PRELOAD shim (shim.c) for the system calls of the epoll
  * backend, link-time wrapping (alloc.c) for the library's allocations, and
- * the io_uring backend's own hook (src/fault_uring.c), on when the
+ * the io_uring backend's own hook (src/backend/io_uring_fault.c), on when the
  * environment variable PROACT_URING_FAULTS is set as a watcher starts.
  */
 #ifndef PROACT_TEST_FAULT_H

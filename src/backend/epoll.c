@@ -1,5 +1,5 @@
 /*
- * backend_epoll.c - the readiness backend: edge-triggered epoll.
+ * epoll.c - the readiness backend: edge-triggered epoll.
  *
  * Each fd is added once, for both directions, edge-triggered. The backend
  * remembers per direction whether the last attempt could go on (f->ready) and
@@ -14,7 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "../internal.h"
 
 #define EVENTS_PER_POLL 512
 #define WAKE_TOKEN      UINT64_MAX
@@ -80,129 +80,6 @@ static int ep_fd_add(struct proact_watcher *w, struct proact__fd *f)
 static void ep_fd_remove(struct proact_watcher *w, struct proact__fd *f)
 {
 	epoll_ctl(state(w)->epfd, EPOLL_CTL_DEL, f->fd, NULL);
-}
-
-/* A datagram receive reports the datagram's true length (MSG_TRUNC) and its sender. */
-static ssize_t sys_read(const struct proact__fd *f, struct proact__req *r, void *buf, size_t len)
-{
-	if (r->op == PROACT_OP_RECVFROM) {
-		struct iovec iov = {.iov_base = buf, .iov_len = len};
-		struct msghdr m = {.msg_name = r->addr,
-		                   .msg_namelen = r->addr ? r->addrlen : 0,
-		                   .msg_iov = &iov,
-		                   .msg_iovlen = 1};
-		ssize_t n = recvmsg(f->fd, &m, MSG_TRUNC);
-		if (n >= 0)
-			r->addrlen = m.msg_namelen;
-		return n;
-	}
-	if (f->flags & PROACT__F_SOCKET)
-		return recv(f->fd, buf, len, 0);
-	return read(f->fd, buf, len);
-}
-
-static ssize_t do_read(struct proact_watcher *w, struct proact__fd *f, struct proact__req *r,
-                       size_t *asked)
-{
-	if (r->buf) {
-		*asked = r->len - r->done;
-		return sys_read(f, r, (char *)r->buf + r->done, *asked);
-	}
-	void *p;
-	int32_t idx = proact__pool_take(w, &p);
-	if (idx < 0)
-		return PROACT__NOPOOL;
-	*asked = r->len;
-	ssize_t n = sys_read(f, r, p, r->len);
-	if (n > 0 || (n == 0 && r->op == PROACT_OP_RECVFROM)) { /* an empty datagram is data */
-		r->buf = p;
-		r->pool = idx;
-	} else {
-		proact__pool_untake(w, idx);
-	}
-	return n;
-}
-
-static ssize_t do_accept(struct proact__fd *f, struct proact__req *r)
-{
-	for (;;) {
-		socklen_t len = r->addrlen;
-		int fd =
-		    accept4(f->fd, r->addr, r->addr ? &len : NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd >= 0) {
-			r->addrlen = len;
-			return fd;
-		}
-		if (errno == EINTR || errno == ECONNABORTED)
-			continue; /* a peer that reset while queued is not the program's business */
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			return -errno;
-		f->ready[PROACT__RD] = 0;
-		return PROACT__WAIT;
-	}
-}
-
-/* Starts a connect; later calls learn whether it finished (the socket became writable). */
-static ssize_t do_connect(struct proact__fd *f, struct proact__req *r)
-{
-	if (!(r->flags & PROACT__R_STARTED)) {
-		r->flags |= PROACT__R_STARTED;
-		if (connect(f->fd, r->addr, r->addrlen) == 0)
-			return 0;
-		/* EINTR: the connect goes on in the background, like EINPROGRESS. */
-		if (errno != EINPROGRESS && errno != EINTR)
-			return -errno;
-		f->ready[PROACT__WR] = 0;
-		return PROACT__WAIT;
-	}
-	int err = 0;
-	socklen_t len = sizeof(err);
-	if (getsockopt(f->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-		return -errno;
-	if (err)
-		return -err;
-	struct sockaddr_storage peer;
-	len = sizeof(peer);
-	if (getpeername(f->fd, (struct sockaddr *)&peer, &len) == 0)
-		return 0;
-	if (errno != ENOTCONN)
-		return -errno;
-	f->ready[PROACT__WR] = 0; /* still connecting: the writable edge comes later */
-	return PROACT__WAIT;
-}
-
-static ssize_t ep_io(struct proact_watcher *w, struct proact__fd *f, int dir, struct proact__req *r)
-{
-	if (!f->ready[dir])
-		return PROACT__WAIT;
-	if (r->op == PROACT_OP_CONNECT)
-		return do_connect(f, r);
-	if (r->op == PROACT_OP_ACCEPT)
-		return do_accept(f, r);
-	ssize_t n;
-	size_t asked;
-	if (dir == PROACT__WR) {
-		n = proact__send_head(f, r, &asked);
-	} else {
-		do
-			n = do_read(w, f, r, &asked);
-		while (n == -1 && errno == EINTR); /* not PROACT__NOPOOL with a stale errno */
-	}
-	if (n == PROACT__NOPOOL)
-		return n;
-	if (n < 0) {
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			return -errno;
-		f->ready[dir] = 0;
-		return PROACT__WAIT;
-	}
-	/* On a stream socket a short transfer means the kernel buffer was
-	   drained (or filled): the next edge says when to go on. Not after the
-	   peer's FIN: its edge is spent, and the next read must see the EOF. */
-	if (n > 0 && (size_t)n < asked && (f->flags & PROACT__F_STREAM) &&
-	    !(dir == PROACT__RD && (f->flags & PROACT__F_RDHUP)))
-		f->ready[dir] = 0;
-	return n;
 }
 
 static void drain_wakeups(struct proact_watcher *w)
@@ -294,7 +171,7 @@ const struct proact__backend proact__backend_epoll = {
     .destroy = ep_destroy,
     .fd_add = ep_fd_add,
     .fd_remove = ep_fd_remove,
-    .io = ep_io,
+    .io = proact__ready_io,
     .arm_read = ep_arm_read,
     .cancel = ep_cancel,
     .poll = ep_poll,

@@ -1,5 +1,5 @@
 /*
- * backend_uring.c - the completion backend: io_uring through liburing.
+ * io_uring.c - the completion backend: io_uring through liburing.
  *
  * The core hands over the head request of a direction; this backend turns it
  * into one SQE (recv, send, sendmsg, read, write, writev) and reports the CQE
@@ -23,8 +23,8 @@
 
 #include <liburing.h>
 
-#include "fault_uring.h"
-#include "internal.h"
+#include "../internal.h"
+#include "io_uring_fault.h"
 
 #define RING_ENTRIES 4096u
 #define CQ_ENTRIES   32768u
@@ -59,7 +59,7 @@ struct uring_state {
 	bool single_accept;          /* the kernel has no multishot accept */
 	bool poll_first;             /* NULL-buffer reads of idle fds poll before the receive */
 	uint32_t direct_sends;       /* sends made at once since the ring was last entered */
-	struct proact__ufault fault; /* tests only: PROACT_URING_FAULTS (fault_uring.c) */
+	struct proact__ufault fault; /* tests only: PROACT_URING_FAULTS (io_uring_fault.c) */
 };
 
 struct fd_extra {
@@ -93,8 +93,9 @@ static uint64_t pack(int kind, const struct proact__fd *f)
 /* An SQE; a full submission queue is flushed to the kernel first. */
 static struct io_uring_sqe *sqe_get(struct uring_state *s)
 {
-	struct io_uring_sqe *sqe =
-	    s->fault.on && proact__ufault_sq_full(&s->fault) ? NULL : io_uring_get_sqe(&s->ring);
+	struct io_uring_sqe *sqe = proact__ufault_on(&s->fault) && proact__ufault_sq_full(&s->fault)
+	                               ? NULL
+	                               : io_uring_get_sqe(&s->ring);
 	if (!sqe) {
 		io_uring_submit(&s->ring);
 		sqe = io_uring_get_sqe(&s->ring);
@@ -257,7 +258,7 @@ static int ur_init(struct proact_watcher *w)
 	/* A pending poll costs the kernel far less memory than a pending
 	   receive (README, "Memory per idle connection"); PROACT_URING_POOL_READ=recv
 	   trades that memory for one kernel round trip less per idle read. */
-	const char *mode = getenv("PROACT_URING_POOL_READ");
+	const char *mode = proact__env("PROACT_URING_POOL_READ");
 	s->poll_first = !(mode && strcmp(mode, "recv") == 0);
 	w->park_reads = s->poll_first;
 	s->single_accept = !multishot_accept_works(s);
@@ -471,7 +472,7 @@ static ssize_t accept_io(struct uring_state *s, struct proact__fd *f, struct pro
 		return -EBUSY;
 	io_uring_prep_multishot_accept(sqe, f->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, pack(KIND_ACCEPT, f));
-	if (s->fault.on)
+	if (proact__ufault_on(&s->fault))
 		proact__ufault_sqe(&s->fault, sqe, false);
 	x->armed = true;
 	return PROACT__INFLIGHT;
@@ -554,7 +555,7 @@ static ssize_t ur_arm_read(struct proact_watcher *w, struct proact__fd *f)
 	f->ready[PROACT__RD] = POLLING;
 	f->seq[PROACT__RD]++;
 	io_uring_sqe_set_data64(sqe, pack(KIND_READ, f));
-	if (s->fault.on)
+	if (proact__ufault_on(&s->fault))
 		proact__ufault_sqe(&s->fault, sqe, f->flags & PROACT__F_STREAM);
 	return PROACT__ARMED;
 }
@@ -591,7 +592,7 @@ static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 	if (r->op == PROACT_OP_ACCEPT && !s->single_accept)
 		return accept_io(s, f, r);
 	if (dir == PROACT__WR && f->ready[PROACT__WR] && r->op != PROACT_OP_CONNECT &&
-	    s->direct_sends < DIRECT_SENDS_PER_ROUND && !s->fault.on) {
+	    s->direct_sends < DIRECT_SENDS_PER_ROUND && !proact__ufault_on(&s->fault)) {
 		s->direct_sends++;
 		ssize_t n = send_now(f, r);
 		if (n != PROACT__INFLIGHT)
@@ -615,7 +616,7 @@ static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 	}
 	f->seq[dir]++;
 	io_uring_sqe_set_data64(sqe, pack(dir == PROACT__RD ? KIND_READ : KIND_WRITE, f));
-	if (s->fault.on)
+	if (proact__ufault_on(&s->fault))
 		proact__ufault_sqe(&s->fault, sqe, f->flags & PROACT__F_STREAM);
 	return PROACT__INFLIGHT;
 }
@@ -712,7 +713,7 @@ static void reap(struct proact_watcher *w)
 	io_uring_for_each_cqe(&s->ring, head, cqe)
 	{
 		struct io_uring_cqe copy; /* the loop sets cqe from head again each round */
-		if (s->fault.on)
+		if (proact__ufault_on(&s->fault))
 			cqe = proact__ufault_cqe(cqe, &copy);
 		uint64_t ud = io_uring_cqe_get_data64(cqe);
 		int kind = (int)(ud >> 56);

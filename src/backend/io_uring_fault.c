@@ -1,5 +1,5 @@
 /*
- * fault_uring.c - test-only faults for the io_uring backend.
+ * io_uring_fault.c - test-only faults for the io_uring backend.
  *
  * Each fault is a result the kernel could give for that SQE at that moment:
  *   short     on a stream socket, a recv/send/read/write asks for fewer bytes
@@ -24,7 +24,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "fault_uring.h"
+#include "io_uring_fault.h"
 
 #define MARK_SHIFT 60
 #define MARK_MASK  ((uint64_t)7 << MARK_SHIFT)

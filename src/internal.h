@@ -15,6 +15,7 @@
 #ifndef PROACT_INTERNAL_H
 #define PROACT_INTERNAL_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -26,6 +27,12 @@
 #include "proact.h"
 
 enum { PROACT__RD = 0, PROACT__WR = 1 };
+
+/* IOV_MAX is an XSI name that strict POSIX headers may hide; it is 1024 on
+   Linux, the BSDs and macOS alike. */
+#ifndef IOV_MAX
+#define IOV_MAX 1024
+#endif
 
 /* Results of backend io() besides a byte count or a negative errno. */
 #define PROACT__WAIT     (-100000) /* not ready: the backend reports readiness later */

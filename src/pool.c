@@ -14,6 +14,29 @@
 
 #include "internal.h"
 
+/* MAP_ANONYMOUS is POSIX only since its 2024 edition and strict headers may
+   hide it; there a large calloc serves, whose pages the allocator maps
+   untouched as well. */
+static void *pool_map(size_t bytes)
+{
+#ifdef MAP_ANONYMOUS
+	void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return m == MAP_FAILED ? NULL : m;
+#else
+	return calloc(1, bytes);
+#endif
+}
+
+static void pool_unmap(void *base, size_t bytes)
+{
+#ifdef MAP_ANONYMOUS
+	munmap(base, bytes);
+#else
+	(void)bytes;
+	free(base);
+#endif
+}
+
 int proact__pool_init(struct proact__pool *p, uint32_t count, uint32_t size)
 {
 	*p = (struct proact__pool){0};
@@ -22,10 +45,9 @@ int proact__pool_init(struct proact__pool *p, uint32_t count, uint32_t size)
 	p->size = size;
 	p->count = count;
 	p->bytes = (size_t)count * size;
-	void *m = mmap(NULL, p->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (m == MAP_FAILED)
+	p->base = pool_map(p->bytes);
+	if (!p->base)
 		return -ENOMEM;
-	p->base = m;
 	p->stack = malloc(count * sizeof(*p->stack));
 	p->refs = calloc(count, sizeof(*p->refs));
 	if (!p->stack || !p->refs) {
@@ -43,7 +65,7 @@ int proact__pool_init(struct proact__pool *p, uint32_t count, uint32_t size)
 void proact__pool_destroy(struct proact__pool *p)
 {
 	if (p->base)
-		munmap(p->base, p->bytes);
+		pool_unmap(p->base, p->bytes);
 	free(p->stack);
 	free(p->refs);
 	*p = (struct proact__pool){0};

@@ -1,7 +1,8 @@
 /*
  * strerror.c - texts for the errno values proact documents, in the sense the
- * library gives them. One table drives the lookup; other values fall back to
- * the C library's text.
+ * library gives them, and for the errors the kernel gives requests. One
+ * table drives the lookup; other values fall back to the C library's own
+ * thread-safe text where it has one (glibc's strerrordesc_np).
  */
 #include <errno.h>
 #include <limits.h>
@@ -24,7 +25,24 @@
 	X(ETIMEDOUT, "the request's deadline passed")                                              \
 	X(ECANCELED, "the request was cancelled by free or detach")                                \
 	X(EPIPE, "the stream is broken (peer closed, or a partial write expired)")                 \
-	X(ENOMEM, "out of memory")
+	X(ENOMEM, "out of memory")                                                                 \
+	X(ECONNRESET, "connection reset by peer")                                                  \
+	X(ECONNREFUSED, "connection refused")                                                      \
+	X(ECONNABORTED, "connection aborted")                                                      \
+	X(ENOTCONN, "socket is not connected")                                                     \
+	X(EHOSTUNREACH, "no route to host")                                                        \
+	X(ENETUNREACH, "network is unreachable")                                                   \
+	X(EADDRINUSE, "address already in use")                                                    \
+	X(EADDRNOTAVAIL, "address not available")                                                  \
+	X(EAFNOSUPPORT, "address family not supported")                                            \
+	X(EMSGSIZE, "message too long (a datagram did not fit)")                                   \
+	X(EMFILE, "too many open files in this process")                                           \
+	X(ENFILE, "too many open files in the system")                                             \
+	X(ENOTSOCK, "not a socket")                                                                \
+	X(EINTR, "interrupted system call")                                                        \
+	X(EPERM, "operation not permitted")                                                        \
+	X(EACCES, "permission denied")                                                             \
+	X(EIO, "input/output error")
 
 const char *proact_strerror(int err)
 {
@@ -38,7 +56,11 @@ const char *proact_strerror(int err)
 	switch (err) {
 		PROACT_ERRNO_MAP(PROACT_ERRNO_CASE)
 	default:
+#ifdef PROACT_HAVE_STRERRORDESC_NP
 		return strerrordesc_np(err) ? strerrordesc_np(err) : "unknown error";
+#else
+		return "unknown error";
+#endif
 	}
 #undef PROACT_ERRNO_CASE
 }

@@ -146,6 +146,14 @@ void t_read_all(int fd, void *buf, size_t len)
 
 int t_fd_count(void)
 {
+	/* An emulation of kqueue from outside the project (libkqueue) opens
+	   descriptors of its own, some for the whole process and some per
+	   kqueue that a thread of its own closes later: no count can be
+	   compared. A run against it sets PROACT_TEST_FOREIGN_KQUEUE and the
+	   descriptor accounting is left out (every count is 0). */
+	const char *foreign = getenv("PROACT_TEST_FOREIGN_KQUEUE");
+	if (foreign && *foreign == '1')
+		return 0;
 	DIR *d = opendir("/proc/self/fd");
 	assert_non_null(d);
 	int n = 0;

@@ -282,8 +282,8 @@ static int call_new(int k)
 		o.reserved[3] = 1;
 	if (k == 2)
 		o.backend = "no-such-backend";
-	if (k == 3)
-		o.backend = "kqueue";
+	if (k == 3) /* a backend this build lacks: kqueue on Linux, io_uring elsewhere */
+		o.backend = strcmp(t_backend(), "kqueue") == 0 ? "io_uring" : "kqueue";
 	if (k == 4)
 		o.pool_buffer_count = 1u << 20;
 	if (k == 5)
@@ -465,7 +465,7 @@ static const struct row rows_null_pointers[] = {
     {"NULL out", F_NEW, .count = 0, .expect = -EINVAL},
     {"options.reserved nonzero", F_NEW, .count = 1, .expect = -EINVAL},
     {"unknown backend name", F_NEW, .count = 2, .expect = -EINVAL},
-    {"backend \"kqueue\" on Linux", F_NEW, .count = 3, .expect = -ENOSYS},
+    {"a backend this build lacks", F_NEW, .count = 3, .expect = -ENOSYS},
     {"pool_buffer_count 2^20", F_NEW, .count = 4, .expect = ANY_NEG},
     {"pool_buffer_size UINT32_MAX", F_NEW, .count = 5, .expect = ANY_NEG},
     {"NULL buf", F_READ_FULL, .buf = B_NULL, L16, .expect = -EINVAL},

@@ -368,6 +368,15 @@ static void test_pool_released_buffer_write(void **state)
  */
 #define IDLE_PAIRS 500
 
+static bool kernel_in_heap(void)
+{
+#ifdef PROACT_TEST_KQUEUE_EMULATED
+	return strcmp(t_backend(), "kqueue") == 0;
+#else
+	return false;
+#endif
+}
+
 static size_t heap_in_use(void)
 {
 	return mallinfo2().uordblks;
@@ -393,8 +402,10 @@ static void test_pool_idle_reads_hold_no_node(void **state)
 		assert_int_equal(proact_wait(w, c, 64, 0), 0); /* they start: nothing to read */
 	}
 	size_t per_read = (heap_in_use() - before) / (2 * IDLE_PAIRS);
-	/* A heap that did not grow at all is not glibc's (a sanitizer's): no figure. */
-	if (parks && heap_in_use() > before)
+	/* A heap that did not grow at all is not glibc's (a sanitizer's): no
+	   figure. Over a kqueue emulated in this process the kernel's knotes
+	   are in the heap too: no figure of proact's own either. */
+	if (parks && heap_in_use() > before && !kernel_in_heap())
 		assert_in_range(per_read, 64, 112);
 	for (int i = 0; i < 2 * IDLE_PAIRS; i++) {
 		uint8_t b = (uint8_t)i;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # fuzz.sh [SECONDS] [BACKEND...] - build the libFuzzer harness (fuzz/) with
 # clang, ASan and UBSan, and run it for SECONDS (default 30) on each backend
-# (default: epoll, and io_uring when liburing is there). Exits non-zero if
+# (default: epoll, io_uring when liburing is there, and kqueue over the
+# project's kevent test double, built in <build dir>-kqueue). Exits non-zero if
 # an input crashed or failed a check; the input is saved in
 # <build dir>/artifacts-<backend>/ and replays with
 #   PROACT_BACKEND=<backend> <build dir>/fuzz/proact_fuzz <input>
@@ -18,15 +19,27 @@ backends=("$@")
 if [ ${#backends[@]} -eq 0 ]; then
 	backends=(epoll)
 	pkg-config --exists 'liburing >= 2.3' && backends+=(io_uring)
+	[ "$(uname -s)" = Linux ] && backends+=(kqueue)
 fi
 jobs=$(nproc 2>/dev/null || echo 2)
 
-cmake -S . -B "$dir" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	-DPROACT_FUZZ=ON -DPROACT_SANITIZE=ON -DPROACT_TESTS=OFF -DPROACT_EXAMPLES=OFF >/dev/null
-cmake --build "$dir" -j"$jobs" --target proact_fuzz
+# The harness for a backend: kqueue on Linux is built over the test double.
+build_for() {
+	local b=$1 out=$dir extra=()
+	if [ "$b" = kqueue ] && [ "$(uname -s)" = Linux ]; then
+		out=$dir-kqueue
+		extra=(-DPROACT_KQUEUE_DOUBLE=ON)
+	fi
+	cmake -S . -B "$out" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+		-DPROACT_FUZZ=ON -DPROACT_SANITIZE=ON -DPROACT_TESTS=OFF -DPROACT_EXAMPLES=OFF \
+		"${extra[@]}" >/dev/null
+	cmake --build "$out" -j"$jobs" --target proact_fuzz >&2
+	echo "$out"
+}
 
 status=0
 for b in "${backends[@]}"; do
+	bdir=$(build_for "$b")
 	work="$dir/corpus-$b"
 	artifacts="$dir/artifacts-$b"
 	mkdir -p "$work" "$artifacts"
@@ -35,7 +48,7 @@ for b in "${backends[@]}"; do
 	# -timeout: one input runs in well under a second; 25 s means a hang.
 	# libFuzzer's progress lines go to a log; the summary and any failure show.
 	log="$dir/fuzz-$b.log"
-	if PROACT_BACKEND=$b ASAN_OPTIONS=detect_leaks=1 "$dir/fuzz/proact_fuzz" \
+	if PROACT_BACKEND=$b ASAN_OPTIONS=detect_leaks=1 "$bdir/fuzz/proact_fuzz" \
 		-max_total_time="$secs" -timeout=25 -max_len=512 -rss_limit_mb=2048 \
 		-print_final_stats=1 -artifact_prefix="$artifacts/" "$work" >"$log" 2>&1; then
 		grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$log" || true

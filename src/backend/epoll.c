@@ -158,13 +158,6 @@ static ssize_t ep_arm_read(struct proact_watcher *w, struct proact__fd *f)
 	return PROACT__WAIT; /* the registration reports the next edge */
 }
 
-static void ep_cancel(struct proact_watcher *w, struct proact__fd *f, int dir)
-{
-	(void)w;
-	(void)f;
-	(void)dir;
-}
-
 const struct proact__backend proact__backend_epoll = {
     .name = "epoll",
     .init = ep_init,
@@ -173,7 +166,7 @@ const struct proact__backend proact__backend_epoll = {
     .fd_remove = ep_fd_remove,
     .io = proact__ready_io,
     .arm_read = ep_arm_read,
-    .cancel = ep_cancel,
+    .cancel = NULL, /* nothing of a request is ever in the kernel */
     .poll = ep_poll,
     .wakeup = ep_wakeup,
     .quiesce = ep_quiesce,

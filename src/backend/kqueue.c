@@ -356,13 +356,6 @@ static void kq_quiesce(struct proact_watcher *w)
 	(void)w; /* nothing is ever in the kernel between polls */
 }
 
-static void kq_cancel(struct proact_watcher *w, struct proact__fd *f, int dir)
-{
-	(void)w;
-	(void)f;
-	(void)dir;
-}
-
 const struct proact__backend proact__backend_kqueue = {
     .name = "kqueue",
     .init = kq_init,
@@ -371,7 +364,7 @@ const struct proact__backend proact__backend_kqueue = {
     .fd_remove = kq_fd_remove,
     .io = kq_io,
     .arm_read = kq_arm_read,
-    .cancel = kq_cancel,
+    .cancel = NULL, /* nothing of a request is ever in the kernel */
     .poll = kq_poll,
     .wakeup = kq_wakeup,
     .quiesce = kq_quiesce,

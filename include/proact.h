@@ -107,8 +107,10 @@ struct proact_completion {
 
 /** Watcher options; zero or NULL fields take the default shown. */
 struct proact_options {
-	/* "epoll", "io_uring" or NULL. NULL: the environment variable
-	   PROACT_BACKEND if set, else the best backend that works here. */
+	/* "io_uring", "epoll", "kqueue" or NULL. NULL: the environment
+	   variable PROACT_BACKEND if set (not in a set-user-ID program, where
+	   the platform can tell), else the best backend that works here:
+	   io_uring, then epoll on Linux; kqueue on the BSDs and macOS. */
 	const char *backend;
 	uint32_t pool_buffer_size;   /* bytes per pool buffer; default 16384 */
 	uint32_t pool_buffer_count;  /* pool buffers; default 256 (0 means default,
@@ -161,7 +163,7 @@ PROACT_API void proact_watcher_destroy(proact_watcher *w);
 
 /**
  * proact_backend - the name of the backend the watcher runs on:
- * "io_uring" or "epoll". NULL if @w is NULL. Any thread.
+ * "io_uring", "epoll" or "kqueue". NULL if @w is NULL. Any thread.
  */
 PROACT_API const char *proact_backend(const proact_watcher *w);
 
@@ -216,6 +218,9 @@ PROACT_API const char *proact_backend(const proact_watcher *w);
  *   -ENOMEM     out of memory.
  * Completion errors: the read's errno (ECONNRESET...), ETIMEDOUT (deadline),
  * ECANCELED (proact_free/proact_detach; size may be > 0 if bytes arrived).
+ * kqueue takes registrations with its next wait: a descriptor the kernel
+ * refuses to watch fails the requests waiting on it with the kernel's errno
+ * (ENOMEM, ...) in their completions instead of in this call's result.
  */
 PROACT_API int proact_read(proact_watcher *w, int fd, void *buf, size_t len, void *ctx);
 PROACT_API int proact_read_full(proact_watcher *w, int fd, void *buf, size_t len, void *ctx);

@@ -32,6 +32,10 @@ echo "== tests (Debug) =="
 run_suite build/test
 echo "== tests, kqueue over the kevent test double (Debug) =="
 run_suite build/test-kqueue "${kqueue[@]}"
+echo "== echo server on kqueue (test double): thousands of connections, every byte checked =="
+BUILD_DIR=build/demo-kqueue DEMO_BACKEND=kqueue DEMO_CMAKE_ARGS="${kqueue[*]}" DEMO_IDLE=0 \
+	DEMO_CONNS=4000 DEMO_MSGS=25 \
+	bash scripts/demo.sh
 echo "== tests (ASan+UBSan) =="
 export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
 run_suite build/asan -DPROACT_SANITIZE=ON

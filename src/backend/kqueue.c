@@ -16,13 +16,13 @@
  *
  * Wake-ups: EVFILT_USER where the headers have it, else a self-pipe.
  */
+#include <sys/types.h> /* before sys/event.h, which older BSDs need */
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/event.h>
 #include <sys/time.h>
-#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 

@@ -133,7 +133,8 @@ struct proact_options {
  * @opts: options, or NULL for defaults.
  * Returns 0, or -EINVAL (NULL out, bad option, unknown backend name, a
  * nonzero reserved field, more than 32,768 pool buffers or a pool over
- * 16 GiB), -ENOMEM, -ENOSYS (the named backend is not available on this system), or
+ * 16 GiB or half the address space), -ENOMEM, -ENOSYS (the named backend is
+ * not available in this build or on this system), or
  * the errno of the backend's setup (for example -EMFILE).
  * Any thread.
  */

@@ -12,7 +12,7 @@
 #define DEFAULT_POOL_COUNT     256u
 #define DEFAULT_MAX_PENDING_FD 4096u
 #define DEFAULT_MAX_PENDING    (1u << 20)
-#define MAX_POOL_BYTES         ((size_t)1 << 34)
+#define MAX_POOL_BYTES         ((uint64_t)1 << 34) /* and what the address space allows */
 /* Ready completions may skip the kernel poll this many rounds in a row; then
    one non-blocking poll keeps other fds from starving behind a busy one. */
 #define MAX_POLL_SKIPS 8
@@ -92,7 +92,8 @@ static int options_apply(struct proact_watcher *w, const struct proact_options *
 	*pool_count = o->pool_buffer_count ? o->pool_buffer_count : DEFAULT_POOL_COUNT;
 	if (o->pool_buffer_count == PROACT_POOL_NONE)
 		*pool_count = 0;
-	if (*pool_count > (1u << 15) || (size_t)*pool_count * *pool_size > MAX_POOL_BYTES)
+	uint64_t bytes = (uint64_t)*pool_count * *pool_size;
+	if (*pool_count > (1u << 15) || bytes > MAX_POOL_BYTES || bytes > SIZE_MAX / 2)
 		return -EINVAL;
 	w->max_pending_fd = o->max_pending_per_fd ? o->max_pending_per_fd : DEFAULT_MAX_PENDING_FD;
 	w->max_pending = o->max_pending ? o->max_pending : DEFAULT_MAX_PENDING;

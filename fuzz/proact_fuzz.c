@@ -415,6 +415,12 @@ static void op_bad(struct fz *m, struct input *in, int memfd)
 
 static int count_fds(void)
 {
+	/* libkqueue keeps descriptors of its own and closes them from a thread
+	   of its own: a run against it (PROACT_TEST_FOREIGN_KQUEUE) counts none,
+	   as the test suite does. */
+	const char *foreign = getenv("PROACT_TEST_FOREIGN_KQUEUE");
+	if (foreign && *foreign == '1')
+		return 0;
 	DIR *d = opendir("/proc/self/fd");
 	int n = 0;
 	if (!d)

@@ -273,8 +273,9 @@ static inline struct proact__fd *proact__fd_at(struct proact_watcher *w, int32_t
 /* request.c: the engine the backends drive. */
 void proact__progress(struct proact_watcher *w, struct proact__fd *f, int dir);
 void proact__io_done(struct proact_watcher *w, struct proact__fd *f, int dir, ssize_t res);
-/* The backend cannot watch f (the kernel refused): its waiting requests fail. */
-void proact__fd_fail(struct proact_watcher *w, struct proact__fd *f, int error);
+/* The backend cannot watch one direction of f (the kernel refused): the
+   requests waiting on that side fail with error. */
+void proact__fd_fail(struct proact_watcher *w, struct proact__fd *f, int dir, int error);
 void proact__process_dirty(struct proact_watcher *w);
 void proact__expire(struct proact_watcher *w, uint64_t now);
 void proact__resume_paused(struct proact_watcher *w);

@@ -461,12 +461,11 @@ static bool unpark_ready(struct proact_watcher *w, struct proact__fd *f)
 	return false;
 }
 
-void proact__fd_fail(struct proact_watcher *w, struct proact__fd *f, int error)
+void proact__fd_fail(struct proact_watcher *w, struct proact__fd *f, int dir, int error)
 {
-	if (!unpark(w, f))
+	if (dir == PROACT__RD && !unpark(w, f))
 		pause_fd(w, f); /* no memory to fail it: it waits, and is armed again */
-	fail_waiting(w, f, PROACT__RD, error);
-	fail_waiting(w, f, PROACT__WR, error);
+	fail_waiting(w, f, dir, error);
 }
 
 void proact__progress(struct proact_watcher *w, struct proact__fd *f, int dir)

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/event.h>
 #include <sys/time.h>
 #include <time.h>
@@ -251,6 +252,23 @@ static bool is_wakeup(const struct kq_state *s, const struct kevent *ev)
 #endif
 }
 
+/* The kernel refused a knote of f. Some refuse EVFILT_WRITE on a pipe whose
+   reader is gone (EPIPE, or EBADF on NetBSD): a write then tells its own
+   error, and the reads still get their data and the EOF. Otherwise what
+   waits on that side would wait forever: it fails with the errno, and the
+   next request that must wait adds the knotes again. */
+static void refused(struct proact_watcher *w, struct proact__fd *f, int dir, int err)
+{
+	if (dir == PROACT__WR && (err == EPIPE || err == EBADF) && !(f->flags & F_UNWATCHED)) {
+		f->ready[PROACT__WR] = 1;
+		if (f->head[PROACT__WR])
+			proact__progress(w, f, PROACT__WR);
+		return;
+	}
+	f->flags |= F_UNWATCHED;
+	proact__fd_fail(w, f, dir, err);
+}
+
 static void dispatch(struct proact_watcher *w, const struct kevent *ev)
 {
 	if (is_wakeup(state(w), ev)) {
@@ -263,17 +281,14 @@ static void dispatch(struct proact_watcher *w, const struct kevent *ev)
 	struct proact__fd *f = proact__fd_lookup(w, (int)ev->ident);
 	if (!f || f->state != PROACT__FD_ACTIVE || f->gen != gen_of(ev))
 		return; /* an event of a registration that is gone */
-	if (ev->flags & EV_ERROR) {
-		if (ev->data == 0)
-			return; /* a receipt, not a failure */
-		/* The kernel refused to watch f: whatever waits would wait forever. */
-		f->flags |= F_UNWATCHED;
-		proact__fd_fail(w, f, (int)ev->data);
-		return;
-	}
 	if (ev->filter != EVFILT_READ && ev->filter != EVFILT_WRITE)
 		return;
 	int dir = ev->filter == EVFILT_READ ? PROACT__RD : PROACT__WR;
+	if (ev->flags & EV_ERROR) {
+		if (ev->data != 0) /* 0: a receipt, not a failure */
+			refused(w, f, dir, (int)ev->data);
+		return;
+	}
 	/* EV_EOF: the peer closed or the socket failed. Reads go on until they
 	   see the EOF or the error themselves; a write learns it from send(). */
 	if (dir == PROACT__RD && (ev->flags & EV_EOF))
@@ -318,6 +333,18 @@ static int kq_call(struct proact_watcher *w, const struct kevent *changes, int n
 	return got;
 }
 
+/* A kevent() call failed as a whole (not EINTR, after which every change
+   was applied): its changes and the rest go again, before newer ones.
+   Adding a knote twice is harmless. */
+static void changes_requeue(struct kq_state *s, const struct kevent *v, int n)
+{
+	if (changes_reserve(&s->pending, n) != 0)
+		return; /* no memory: the fds' next requests add them again */
+	memmove(s->pending.v + n, s->pending.v, (size_t)s->pending.n * sizeof(*v));
+	memcpy(s->pending.v, v, (size_t)n * sizeof(*v));
+	s->pending.n += n;
+}
+
 static int kq_poll(struct proact_watcher *w, int64_t timeout_ns)
 {
 	struct kq_state *s = state(w);
@@ -327,13 +354,17 @@ static int kq_poll(struct proact_watcher *w, int64_t timeout_ns)
 	s->sent = batch;
 	/* A refused change needs a slot in the event list to be told: a long
 	   changelist goes in slices no longer than that list, without waiting. */
-	int off = 0, rc = 0;
-	while (batch.n - off > EVENTS_PER_POLL && rc >= 0) {
-		rc = kq_call(w, batch.v + off, EVENTS_PER_POLL, 0);
-		off += EVENTS_PER_POLL;
+	int off = 0, n, rc = 0;
+	for (;;) {
+		bool last = batch.n - off <= EVENTS_PER_POLL;
+		n = last ? batch.n - off : EVENTS_PER_POLL;
+		rc = kq_call(w, batch.v + off, n, last && !w->closed ? timeout_ns : 0);
+		if (rc < 0 || last)
+			break;
+		off += n;
 	}
-	if (rc >= 0)
-		rc = kq_call(w, batch.v + off, batch.n - off, w->closed ? 0 : timeout_ns);
+	if (rc < 0 && rc != -EINTR && !w->closed)
+		changes_requeue(s, batch.v + off, batch.n - off);
 	return rc;
 }
 

@@ -206,25 +206,9 @@ static ssize_t rewatch(struct proact_watcher *w, struct proact__fd *f, ssize_t n
 	return n;
 }
 
-/* A read after EV_EOF should find data, the end, or the error. If it finds
-   nothing, the EOF was not the stream's (an emulation that guessed it from
-   an empty socket): the knote is added again, which clears EV_EOF, so that
-   whatever stops reporting a knote after EV_EOF reports the next edge. */
-static ssize_t eof_recheck(struct proact_watcher *w, struct proact__fd *f, int dir, ssize_t n)
-{
-	if (n == PROACT__WAIT && dir == PROACT__RD && (f->flags & PROACT__F_RDHUP) &&
-	    !(f->flags & F_UNWATCHED)) {
-		f->flags &= (uint16_t)~PROACT__F_RDHUP;
-		if (watch(state(w), f) != 0)
-			return -ENOMEM;
-	}
-	return n;
-}
-
 static ssize_t kq_io(struct proact_watcher *w, struct proact__fd *f, int dir, struct proact__req *r)
 {
-	ssize_t n = proact__ready_io(w, f, dir, r);
-	return rewatch(w, f, eof_recheck(w, f, dir, n));
+	return rewatch(w, f, proact__ready_io(w, f, dir, r));
 }
 
 static ssize_t kq_arm_read(struct proact_watcher *w, struct proact__fd *f)

@@ -9,8 +9,11 @@ set -eu
 # A C compiler: build-essential or just gcc will do; make runs CMake's build.
 PACKAGES="make cmake pkg-config liburing-dev libcmocka-dev clang"
 
+# Installed for this machine's architecture (or for all): with the
+# multiarch packages of scripts/cross.sh, a name can have several instances.
 installed() {
-	dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'
+	dpkg-query -W -f='${db:Status-Status} ${Architecture}\n' "$1" 2>/dev/null |
+		grep -Eq "^installed ($(dpkg --print-architecture)|all)\$"
 }
 
 if ! command -v dpkg >/dev/null 2>&1; then
@@ -44,7 +47,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 echo "deps: installing: $missing"
-$SUDO apt-get update
+# An index that fails to download (a mirror in mid-sync, a foreign
+# architecture's list) must not stop the install of what is listed.
+$SUDO apt-get update || echo "deps: apt-get update reported errors; installing anyway" >&2
 # $missing is a list of words on purpose.
 # shellcheck disable=SC2086
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends $missing

@@ -292,7 +292,7 @@ static void *trickle_main(void *arg)
 /* A client doing ping-pong through the watcher's echo on another connection. */
 struct pinger {
 	int fd;
-	int rounds_ok;
+	atomic_int rounds_ok; /* the waiting thread reads it while this one runs */
 	pthread_t th;
 };
 
@@ -313,7 +313,7 @@ static void *pinger_main(void *arg)
 		}
 		if (memcmp(msg, back, sizeof(msg)) != 0)
 			return NULL;
-		p->rounds_ok++;
+		atomic_fetch_add(&p->rounds_ok, 1);
 	}
 	return NULL;
 }
@@ -379,7 +379,7 @@ static void slow_run(struct slow_state *st, struct pinger *pg)
 		assert_true(n >= 0);
 		for (int i = 0; i < n; i++)
 			slow_step(st, &c[i]);
-		if (!pinger_joined && pg->rounds_ok == ECHO_ROUNDS) {
+		if (!pinger_joined && atomic_load(&pg->rounds_ok) == ECHO_ROUNDS) {
 			pthread_join(pg->th, NULL);
 			pinger_joined = 1;
 		}
@@ -422,7 +422,7 @@ static void test_slowloris(void **state)
 	atomic_store(&tr.stop, 1);
 	pthread_join(tr.th, NULL);
 
-	assert_int_equal(pg.rounds_ok, ECHO_ROUNDS);
+	assert_int_equal(atomic_load(&pg.rounds_ok), ECHO_ROUNDS);
 	assert_int_equal(st->a1_done, 0);
 	assert_int_equal(st->a2_done, 1);
 	assert_int_equal(st->a2_c.error, ETIMEDOUT);

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,14 +80,33 @@ static void no_linger(int fd)
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 }
 
+/* A blocking connect that a signal (libFuzzer's timeout alarm) interrupted
+   goes on in the background: wait for it, then take its result. */
+static int connect_all(int fd, const struct sockaddr_in *a)
+{
+	if (connect(fd, (const struct sockaddr *)a, sizeof(*a)) == 0)
+		return 0;
+	if (errno != EINTR)
+		return -1;
+	struct pollfd p = {.fd = fd, .events = POLLOUT};
+	while (poll(&p, 1, -1) < 0)
+		if (errno != EINTR)
+			return -1;
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		return -1;
+	errno = err;
+	return err ? -1 : 0;
+}
+
 static void tcp_pair(int sv[2])
 {
 	struct sockaddr_in a;
 	int lfd = tcp_listener(&a);
 	sv[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	FZ_CHECK(sv[0] >= 0, "socket: %s", strerror(errno));
-	FZ_CHECK(connect(sv[0], (struct sockaddr *)&a, sizeof(a)) == 0, "connect: %s",
-	         strerror(errno));
+	FZ_CHECK(connect_all(sv[0], &a) == 0, "connect: %s", strerror(errno));
 	sv[1] = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 	FZ_CHECK(sv[1] >= 0, "accept: %s", strerror(errno));
 	no_linger(sv[0]);

@@ -2,11 +2,12 @@
 #   make build   install missing dependencies, Release build into $(BUILD_DIR)
 #   make test    the whole test suite (scripts/test.sh)
 #   make demo    echo load and idle-memory demo (scripts/demo.sh)
+#   make cross   every cross target, built and run where it can (scripts/cross.sh)
 #   make clean   remove every build tree
 BUILD_DIR ?= build/release
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build test demo clean
+.PHONY: all build test demo cross clean
 
 all: build
 
@@ -20,6 +21,9 @@ test:
 
 demo:
 	BUILD_DIR=$(BUILD_DIR) bash scripts/demo.sh
+
+cross:
+	bash scripts/cross.sh all
 
 clean:
 	rm -rf build $(BUILD_DIR)

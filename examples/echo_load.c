@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -29,7 +30,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef PROACT_PROG_HAVE_EPOLL
 #include <sys/epoll.h>
+#else
+#include <sys/event.h>
+#endif
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +45,9 @@
 #define CONNECT_WINDOW 256 /* handshakes in flight: keeps the server's accept queue short */
 #define SCRATCH_SIZE   65536
 #define MAX_REPORTS    5 /* errors printed in full; the rest are only counted */
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0 /* SIGPIPE is ignored (main) */
+#endif
 
 enum state { IDLE, CONNECTING, RUNNING, FINISHED };
 
@@ -288,10 +296,59 @@ static void conn_connected(struct load *l, struct conn *c)
 	pump(l, c);
 }
 
+/* The connections' readiness: edge-triggered epoll, else kqueue with
+   EV_CLEAR (one event per filter; on_event() tries both directions). */
+#ifdef PROACT_PROG_HAVE_EPOLL
+typedef struct epoll_event poller_event;
+#define POLLER_PTR(e) ((e).data.ptr)
+
+static int poller_open(void)
+{
+	return epoll_create1(EPOLL_CLOEXEC);
+}
+
+static int poller_add(int ep, int fd, void *ptr)
+{
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = ptr};
+	return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static int poller_wait(int ep, poller_event *ev, int max, int timeout_ms)
+{
+	return epoll_wait(ep, ev, max, timeout_ms);
+}
+#else
+typedef struct kevent poller_event;
+#define POLLER_PTR(e) ((e).udata)
+
+static int poller_open(void)
+{
+	int kq = kqueue();
+	if (kq >= 0)
+		(void)fcntl(kq, F_SETFD, FD_CLOEXEC);
+	return kq;
+}
+
+static int poller_add(int kq, int fd, void *ptr)
+{
+	struct kevent ev[2];
+	EV_SET(&ev[0], (uintptr_t)fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, ptr);
+	EV_SET(&ev[1], (uintptr_t)fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0, ptr);
+	return kevent(kq, ev, 2, NULL, 0, NULL);
+}
+
+static int poller_wait(int kq, poller_event *ev, int max, int timeout_ms)
+{
+	struct timespec ts = {.tv_sec = timeout_ms / 1000,
+	                      .tv_nsec = (timeout_ms % 1000) * 1000000L};
+	return kevent(kq, NULL, 0, ev, max, &ts);
+}
+#endif
+
 static void conn_open(struct load *l, struct conn *c)
 {
 	int one = 1;
-	c->fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	c->fd = ex_socket(l->addr.ss_family, SOCK_STREAM);
 	if (c->fd < 0) {
 		c->state = CONNECTING; /* so that the failure is counted in one place */
 		l->connecting++;
@@ -308,9 +365,8 @@ static void conn_open(struct load *l, struct conn *c)
 	}
 	/* Registered after connect(): an edge for the finished handshake comes
 	   either way, from the ADD itself if it is already done. */
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = c};
-	if (epoll_ctl(l->ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
-		conn_fail(l, c, "epoll_ctl", errno);
+	if (poller_add(l->ep, c->fd, c) < 0)
+		conn_fail(l, c, "poller add", errno);
 }
 
 static void open_more(struct load *l)
@@ -346,7 +402,7 @@ static void on_event(struct load *l, struct conn *c)
 /* Runs until every connection is done (idle: connected) or the limit passes. */
 static bool run(struct load *l, double deadline)
 {
-	struct epoll_event ev[MAX_EVENTS];
+	poller_event ev[MAX_EVENTS];
 	for (;;) {
 		open_more(l);
 		/* Idle: a connection is settled once connected (or failed). */
@@ -356,13 +412,14 @@ static bool run(struct load *l, double deadline)
 		double left = deadline - now_s();
 		if (left <= 0 || stop_requested)
 			return false;
-		int n = epoll_wait(l->ep, ev, MAX_EVENTS, left > 1 ? 1000 : (int)(left * 1000) + 1);
+		int n =
+		    poller_wait(l->ep, ev, MAX_EVENTS, left > 1 ? 1000 : (int)(left * 1000) + 1);
 		if (n < 0 && errno != EINTR) {
-			perror("echo_load: epoll_wait");
+			perror("echo_load: wait");
 			return false;
 		}
 		for (int i = 0; i < n; i++)
-			on_event(l, ev[i].data.ptr);
+			on_event(l, POLLER_PTR(ev[i]));
 	}
 }
 
@@ -403,7 +460,7 @@ int main(int argc, char **argv)
 	ex_raise_fd_limit();
 	install_signals();
 	l.conns = calloc(l.o.conns, sizeof(*l.conns));
-	l.ep = epoll_create1(EPOLL_CLOEXEC);
+	l.ep = poller_open();
 	if (!l.conns || l.ep < 0 || resolve(&l) < 0) {
 		perror("echo_load: setup");
 		return 1;

@@ -44,7 +44,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -78,7 +77,7 @@ struct server {
 	size_t bufsize; /* 0: NULL-buffer pool reads */
 	int sfd;        /* the first server only: the signalfd, else -1 */
 	bool sfd_registered;
-	struct signalfd_siginfo sig[NSIGINFO];
+	ex_siginfo sig[NSIGINFO];
 	struct link live;     /* list head */
 	struct ex_batch reqs; /* one proact_submit per loop round */
 	pthread_t thread;

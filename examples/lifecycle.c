@@ -85,8 +85,8 @@ int main(void)
 	struct sockaddr_in addr = {.sin_family = AF_INET,
 	                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(addr);
-	listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	client.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	listener = socket(AF_INET, SOCK_STREAM, 0);
+	client.fd = socket(AF_INET, SOCK_STREAM, 0);
 	if (bind(listener, (struct sockaddr *)&addr, len) || listen(listener, 8) ||
 	    getsockname(listener, (struct sockaddr *)&addr, &len))
 		return 1;

@@ -38,7 +38,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -76,7 +75,7 @@ struct proxy {
 	struct sockaddr_storage up; /* the upstream address */
 	socklen_t uplen;
 	uint64_t connect_ms;
-	struct signalfd_siginfo sig[NSIGINFO];
+	ex_siginfo sig[NSIGINFO];
 	struct pair live; /* list head: every pair not yet released */
 	uint64_t accepted, bytes[2], failed_connects, resets, errors;
 };
@@ -184,7 +183,7 @@ static void nodelay(int fd)
 static void pair_open(struct proxy *x, int cfd)
 {
 	struct pair *p = calloc(1, sizeof(*p));
-	int ufd = socket(x->up.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int ufd = ex_socket(x->up.ss_family, SOCK_STREAM);
 	if (!p || ufd < 0) {
 		free(p);
 		close(cfd);

@@ -141,12 +141,54 @@ static void set_timeouts(int fd)
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
+/* Close-on-exec descriptors (proxies are forked while other threads run):
+   atomically where the calls take the flag, else with fcntl afterwards. */
+#if !defined(SOCK_CLOEXEC) || !defined(PROACT_PROG_HAVE_ACCEPT4) || !defined(PROACT_PROG_HAVE_PIPE2)
+static int cloexec(int fd)
+{
+	if (fd >= 0)
+		(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+	return fd;
+}
+#endif
+
+static int tcp_socket(void)
+{
+#ifdef SOCK_CLOEXEC
+	return socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+#else
+	return cloexec(socket(AF_INET, SOCK_STREAM, 0));
+#endif
+}
+
+static int accept_cloexec(int lfd)
+{
+#ifdef PROACT_PROG_HAVE_ACCEPT4
+	return accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+#else
+	return cloexec(accept(lfd, NULL, NULL));
+#endif
+}
+
+static int pipe_cloexec(int p[2])
+{
+#ifdef PROACT_PROG_HAVE_PIPE2
+	return pipe2(p, O_CLOEXEC);
+#else
+	if (pipe(p) < 0)
+		return -1;
+	cloexec(p[0]);
+	cloexec(p[1]);
+	return 0;
+#endif
+}
+
 /* A listener on 127.0.0.1 with a kernel-chosen port. */
 static int listen_local(int *port)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = tcp_socket();
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, len) < 0 || listen(fd, 64) < 0 ||
 	    getsockname(fd, (struct sockaddr *)&sa, &len) < 0)
 		fail("listen: %s", strerror(errno));
@@ -159,7 +201,7 @@ static int accept_bounded(int lfd)
 	struct pollfd p = {.fd = lfd, .events = POLLIN};
 	if (poll(&p, 1, IO_TIMEOUT_S * 1000) != 1)
 		fail("no connection from the proxy within %d s", IO_TIMEOUT_S);
-	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	int fd = accept_cloexec(lfd);
 	if (fd < 0)
 		fail("accept: %s", strerror(errno));
 	set_timeouts(fd);
@@ -171,7 +213,7 @@ static int connect_local(int port)
 	struct sockaddr_in sa = {.sin_family = AF_INET,
 	                         .sin_port = htons((uint16_t)port),
 	                         .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = tcp_socket();
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		fail("connect to port %d: %s", port, strerror(errno));
 	set_timeouts(fd);
@@ -246,7 +288,7 @@ static void proxy_start(struct proxy *p, const char *bin, int upstream_port, int
 	char to[32];
 	snprintf(to, sizeof(to), "127.0.0.1:%d", upstream_port);
 	int pipefd[2];
-	if (pipe2(pipefd, O_CLOEXEC) < 0)
+	if (pipe_cloexec(pipefd) < 0)
 		fail("pipe: %s", strerror(errno));
 	*p = (struct proxy){.out = pipefd[0]};
 	p->pid = fork();

@@ -30,9 +30,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
+#ifdef PROACT_PROG_HAVE_TIMERFD
 #include <sys/timerfd.h>
+#else
+#include <fcntl.h>
+#include <pthread.h>
+#endif
 #include <time.h>
 #include <unistd.h>
 
@@ -66,7 +70,7 @@ struct server {
 	int lfd, sfd, tfd;
 	bool lfd_registered; /* the watcher owns (and closes) the listener */
 	bool stop, failed;
-	struct signalfd_siginfo sig[NSIGINFO];
+	ex_siginfo sig[NSIGINFO];
 	uint64_t ticks; /* timerfd read buffer */
 	struct client **clients;
 	size_t nclients, cap;
@@ -92,6 +96,7 @@ static bool take_option(void *arg, const char *name, const char *v)
 	return true;
 }
 
+#ifdef PROACT_PROG_HAVE_TIMERFD
 static int open_timerfd(unsigned long ms)
 {
 	int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -103,6 +108,54 @@ static int open_timerfd(unsigned long ms)
 	}
 	return fd;
 }
+#else
+/* Without timerfd: a thread writes a count of 1 into a pipe every interval;
+   a read takes one tick (8-byte writes are atomic, below PIPE_BUF). */
+static struct timespec tick_interval;
+
+static void *ticker(void *arg)
+{
+	int wr = (int)(intptr_t)arg;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE); /* a closed reader ends the thread with EPIPE */
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	const uint64_t one = 1;
+	for (;;) {
+		struct timespec left = tick_interval;
+		while (nanosleep(&left, &left) < 0 && errno == EINTR)
+			;
+		if (write(wr, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			break;
+	}
+	close(wr);
+	return NULL;
+}
+
+static int open_timerfd(unsigned long ms)
+{
+	int p[2];
+	pthread_t t;
+	if (pipe(p) < 0)
+		return -1;
+	tick_interval = (struct timespec){.tv_sec = (time_t)(ms / 1000),
+	                                  .tv_nsec = (long)(ms % 1000) * 1000000};
+	for (int i = 0; i < 2; i++) {
+		int fl = fcntl(p[i], F_GETFL);
+		if (fl < 0 || fcntl(p[i], F_SETFL, fl | O_NONBLOCK) < 0 ||
+		    fcntl(p[i], F_SETFD, FD_CLOEXEC) < 0)
+			goto fail;
+	}
+	if (pthread_create(&t, NULL, ticker, (void *)(intptr_t)p[1]) != 0)
+		goto fail;
+	pthread_detach(t);
+	return p[0];
+fail:
+	close(p[0]);
+	close(p[1]);
+	return -1;
+}
+#endif
 
 /* ---- pushes --------------------------------------------------------------- */
 

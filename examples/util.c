@@ -7,6 +7,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
@@ -14,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/signalfd.h>
 #include <unistd.h>
 
 static const char *progname = "example";
@@ -96,9 +96,35 @@ int ex_resolve(const char *host, const char *port, int ai_flags, struct sockaddr
 	return 0;
 }
 
+#if !defined(SOCK_NONBLOCK) || !defined(PROACT_PROG_HAVE_SIGNALFD)
+/* O_NONBLOCK and FD_CLOEXEC on @fd; closes it on failure. */
+static int nonblock_cloexec(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+		int err = errno;
+		close(fd);
+		errno = err;
+		return -1;
+	}
+	return fd;
+}
+#endif
+
+int ex_socket(int domain, int type)
+{
+#ifdef SOCK_NONBLOCK
+	return socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+#else
+	int fd = socket(domain, type, 0);
+	return fd < 0 ? -1 : nonblock_cloexec(fd);
+#endif
+}
+
 int ex_listen(const struct sockaddr *addr, socklen_t len, int backlog, bool reuseport)
 {
-	int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd = ex_socket(addr->sa_family, SOCK_STREAM);
 	int one = 1;
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
 	    (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
@@ -141,6 +167,7 @@ void ex_print_listening(int fd)
 	fflush(stdout);
 }
 
+#ifdef PROACT_PROG_HAVE_SIGNALFD
 int ex_open_signalfd(void)
 {
 	sigset_t set;
@@ -156,8 +183,43 @@ int ex_open_signalfd(void)
 	}
 	return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
+#else
+static int stop_pipe = -1; /* the write end, for the handler */
 
-struct proact_request ex_signal_read(int sfd, struct signalfd_siginfo *info, size_t len)
+static void on_stop_signal(int sig)
+{
+	int saved = errno;
+	uint32_t signo = (uint32_t)sig;
+	ssize_t rc = write(stop_pipe, &signo, sizeof(signo)); /* atomic: < PIPE_BUF */
+	(void)rc;                                             /* a full pipe already holds a stop */
+	errno = saved;
+}
+
+int ex_open_signalfd(void)
+{
+	int p[2];
+	if (pipe(p) < 0)
+		return -1;
+	if (nonblock_cloexec(p[0]) < 0) {
+		close(p[1]);
+		return -1;
+	}
+	if (nonblock_cloexec(p[1]) < 0) {
+		close(p[0]);
+		return -1;
+	}
+	stop_pipe = p[1];
+	struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0) {
+		close(p[0]);
+		return -1; /* the write end stays: a handler may already use it */
+	}
+	return p[0];
+}
+#endif
+
+struct proact_request ex_signal_read(int sfd, ex_siginfo *info, size_t len)
 {
 	return (struct proact_request){
 	    .fd = sfd, .op = PROACT_OP_READ, .buf = info, .len = len, .ctx = info};

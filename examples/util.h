@@ -11,8 +11,10 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
+#ifdef PROACT_PROG_HAVE_SIGNALFD
+#include <sys/signalfd.h>
+#endif
 
 #include "proact.h"
 
@@ -50,6 +52,19 @@ bool ex_server_option(struct ex_server_options *o, const char *port_name, const 
 
 /* ---- sockets and signals ------------------------------------------------ */
 
+/* What a read of the stop-signal descriptor returns: signalfd's record, or
+   where there is no signalfd the signal number a handler wrote. */
+#ifdef PROACT_PROG_HAVE_SIGNALFD
+typedef struct signalfd_siginfo ex_siginfo;
+#else
+typedef struct {
+	uint32_t ssi_signo;
+} ex_siginfo;
+#endif
+
+/* A non-blocking, close-on-exec socket(), or -1 with errno set. */
+int ex_socket(int domain, int type);
+
 /* Raises the soft RLIMIT_NOFILE to the hard one: every connection is an fd.
    Failure is ignored; the program then runs out of fds sooner. */
 void ex_raise_fd_limit(void);
@@ -77,12 +92,14 @@ void ex_print_listening(int fd);
 /* Blocks SIGINT and SIGTERM in the calling thread (threads it creates later
    inherit the mask) and returns a non-blocking signalfd for them, or -1 with
    errno set. A read pending on it stops the loop without a handler, which
-   could not call proact_wakeup() (not async-signal-safe). */
+   could not call proact_wakeup() (not async-signal-safe). Without signalfd,
+   a handler writes the signal's number into a pipe and this returns the
+   pipe's non-blocking read end. */
 int ex_open_signalfd(void);
 
 /* The read of @len bytes into @info that a stop signal completes. @info is
    also the ctx, so a completion whose ctx is @info is the signal. */
-struct proact_request ex_signal_read(int sfd, struct signalfd_siginfo *info, size_t len);
+struct proact_request ex_signal_read(int sfd, ex_siginfo *info, size_t len);
 
 /* ---- requests ----------------------------------------------------------- */
 

@@ -82,6 +82,10 @@ static struct proact__fd *fd_slot(struct proact_watcher *w, int fd)
 	return proact__fd_lookup(w, fd);
 }
 
+/* A 32-bit ino_t makes fstat fail with EOVERFLOW where inode numbers are
+   larger (32-bit glibc without _FILE_OFFSET_BITS=64, set by CMake). */
+_Static_assert(sizeof(ino_t) >= 8, "fstat needs 64-bit inode numbers");
+
 /* Learns what kind of descriptor fd (status flags fl) is and makes it non-blocking. */
 static int fd_prepare(struct proact__fd *f, int fd, int fl)
 {

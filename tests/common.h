@@ -8,6 +8,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +18,12 @@
 
 /* A watcher on the backend under test, with optional overrides (NULL: defaults). */
 proact_watcher *t_watcher(const struct proact_options *opts);
+
+/* A close-on-exec socket, non-blocking too if @nonblock; and accept() of a
+   close-on-exec socket: the flags go to the call where it takes them, else
+   fcntl sets them afterwards. -1 with errno set on failure. */
+int t_socket(int domain, int type, bool nonblock);
+int t_accept(int lfd);
 
 /* A connected TCP pair over 127.0.0.1: fds[0] and fds[1]. Asserts on failure. */
 void t_tcp_pair(int fds[2]);

@@ -74,7 +74,7 @@ static void test_thousand_read_deadlines(void **state)
 	int lfd = t_listener(&port);
 	for (int i = 0; i < NCONN; i++) {
 		cs[i].cli = t_connect(port);
-		cs[i].srv = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		cs[i].srv = t_accept(lfd);
 		assert_true(cs[i].srv >= 0);
 	}
 	close(lfd);

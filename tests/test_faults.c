@@ -138,19 +138,24 @@ static int test_teardown(void **state)
 	return 0;
 }
 
+/* A ctx is the kind in the pointer's top byte, the sequence number below
+   (24 bits where pointers have 32). */
+#define KIND_SHIFT (sizeof(uintptr_t) * 8 - 8)
+
 static void *ctx_of(int kind, uint64_t seq)
 {
-	return (void *)(uintptr_t)((uint64_t)kind << 48 | seq);
+	assert_true(seq < (uint64_t)1 << KIND_SHIFT);
+	return (void *)((uintptr_t)kind << KIND_SHIFT | (uintptr_t)seq);
 }
 
 static int kind_of(const void *ctx)
 {
-	return (int)((uintptr_t)ctx >> 48);
+	return (int)((uintptr_t)ctx >> KIND_SHIFT);
 }
 
 static uint64_t seq_of(const void *ctx)
 {
-	return (uintptr_t)ctx & ((1ull << 48) - 1);
+	return (uintptr_t)ctx & (((uintptr_t)1 << KIND_SHIFT) - 1);
 }
 
 static uint64_t rnd(uint64_t *s)

@@ -207,7 +207,7 @@ static void test_connect_deadline(void **state)
 	a.sin_port = htons((uint16_t)local_port(l));
 	int fill[4];
 	for (int i = 0; i < 4; i++) { /* fill the accept queue, never accept */
-		fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		fill[i] = t_socket(AF_INET, SOCK_STREAM, true);
 		connect(fill[i], (struct sockaddr *)&a, sizeof(a));
 	}
 	usleep(100000);

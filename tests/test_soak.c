@@ -138,7 +138,7 @@ static int client_open(struct shared *sh, struct cconn *c, int port)
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (sh->nconns + 1 >= MAX_RECS)
 		return -1;
-	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	c->fd = t_socket(AF_INET, SOCK_STREAM, true);
 	if (c->fd < 0)
 		return -1;
 	if (connect(c->fd, (struct sockaddr *)&a, sizeof(a)) != 0 && errno != EINPROGRESS) {

@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# cross.sh - build proact for other targets and run it where it can run here.
+#
+#   scripts/cross.sh [--quick] TARGET...
+#
+# Targets:
+#   i386           32-bit x86 (gcc-i686-linux-gnu); the suite runs natively
+#   aarch64        64-bit Arm (gcc-aarch64-linux-gnu); the suite under qemu-user
+#   s390x          IBM Z, big-endian (gcc-s390x-linux-gnu); the suite under qemu-user
+#   musl           x86_64 with musl libc (musl-gcc); the echo server under load
+#   macos-x86_64   macOS through Zig's C compiler: compile and link only
+#   macos-aarch64  the same for Apple silicon
+#   all            every one of them
+#
+# Each target is the normal CMake build with a toolchain file of cmake/, in
+# build/cross-<target>: the library, the examples and (where cmocka exists
+# for the target) the tests. CMake decides everything else; pkg-config sees
+# only the target's libraries. --quick runs a subset of the test groups
+# under qemu-user (the whole suite runs natively on i386 either way).
+#
+# Installs what is missing with apt (Debian 12, root or sudo), after a check
+# with dpkg, so a second run touches no network. liburing for a foreign
+# architecture is optional: where it does not install next to the host's
+# packages without upgrading them, the target is built without io_uring.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+jobs=$(nproc 2>/dev/null || echo 2)
+
+# Test groups of --quick under qemu-user: the ones that neither fork nor
+# lean on what qemu-user does not emulate (TCP_INFO, seccomp, threads under load).
+QUICK_GROUPS='basic|backend|cancel|deadline|errors|limits|pool|read|write'
+ALL_TARGETS=(i386 aarch64 s390x musl macos-x86_64 macos-aarch64)
+
+usage() {
+	echo "usage: scripts/cross.sh [--quick] TARGET... (${ALL_TARGETS[*]} all)" >&2
+	exit 2
+}
+
+quick=0
+targets=()
+for a in "$@"; do
+	case $a in
+	--quick) quick=1 ;;
+	all) targets+=("${ALL_TARGETS[@]}") ;;
+	i386 | aarch64 | s390x | musl | macos-x86_64 | macos-aarch64) targets+=("$a") ;;
+	*) usage ;;
+	esac
+done
+[ ${#targets[@]} -gt 0 ] || usage
+
+# ---- dependencies ----
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+	SUDO="sudo"
+fi
+updated=0
+
+# installed NAME[:ARCH]: installed for ARCH (default: this machine's), or for all.
+installed() {
+	local arch=${1#*:}
+	[ "$arch" != "$1" ] || arch=$(dpkg --print-architecture)
+	dpkg-query -W -f='${db:Status-Status} ${Architecture}\n' "$1" 2>/dev/null |
+		grep -Eq "^installed ($arch|all)\$"
+}
+
+apt_update() {
+	if [ $updated -eq 0 ]; then
+		# An index that fails to download (a mirror in sync) is not fatal:
+		# the install below says whether what it needs was there.
+		$SUDO apt-get update -q || echo "cross: apt-get update reported errors" >&2
+		updated=1
+	fi
+}
+
+# needs ARCH PACKAGE...: installs the missing ones; ARCH (a dpkg architecture,
+# or "-") is added to dpkg's foreign architectures first if it is not there.
+needs() {
+	local arch=$1 missing=() p
+	shift
+	if [ "$arch" != - ] && [ "$arch" != "$(dpkg --print-architecture)" ] &&
+		! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+		$SUDO dpkg --add-architecture "$arch"
+		updated=0
+	fi
+	for p in "$@"; do
+		installed "$p" || missing+=("$p")
+	done
+	[ ${#missing[@]} -gt 0 ] || return 0
+	echo "cross: installing: ${missing[*]}"
+	apt_update
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+# wants PACKAGE: installs it if that upgrades nothing already installed;
+# returns nonzero if it is not there afterwards.
+wants() {
+	installed "$1" && return 0
+	echo "cross: trying the optional $1"
+	apt_update
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends \
+		--no-upgrade "$1" >/dev/null 2>&1 || true
+	installed "$1"
+}
+
+# ---- builds ----
+
+configure_build() {
+	local dir=$1
+	shift
+	mkdir -p "$dir"
+	if ! cmake -S . -B "$dir" "$@" >"$dir/configure.log" 2>&1; then
+		cat "$dir/configure.log" >&2
+		return 1
+	fi
+	grep -E 'proact backends|cmocka|suite' "$dir/configure.log" || true
+	cmake --build "$dir" -j"$jobs" >/dev/null
+	echo "cross: built into $dir"
+}
+
+# linux_gnu TARGET DPKG_ARCH TRIPLET EMULATOR: builds and runs the suite.
+linux_gnu() {
+	local target=$1 arch=$2 triplet=$3 emulator=$4
+	local dir=build/cross-$target
+	echo "== $target ($triplet) =="
+	local pkgs=("gcc-$triplet" "libc6-dev-$arch-cross" "libcmocka-dev:$arch")
+	[ -z "$emulator" ] || pkgs+=(qemu-user-static)
+	needs "$arch" "${pkgs[@]}"
+	wants "liburing-dev:$arch" ||
+		echo "cross: $target: no liburing-dev:$arch next to the host's packages; built without io_uring"
+	local args=()
+	if [ -z "$emulator" ]; then
+		# A kernel built or booted without 32-bit support refuses the
+		# target's programs (ENOEXEC): qemu-user runs them instead.
+		mkdir -p "$dir"
+		echo 'int main(void) { return 0; }' | "$triplet-gcc" -x c - -o "$dir/native-probe"
+		if "$dir/native-probe" 2>/dev/null; then
+			args+=(-DCMAKE_CROSSCOMPILING_EMULATOR=)
+		else
+			emulator=qemu-$target-static
+			needs - qemu-user-static
+			echo "cross: $target: this kernel does not run the target's programs; $emulator does"
+			args+=("-DCMAKE_CROSSCOMPILING_EMULATOR=$emulator;-L;/usr/$triplet")
+		fi
+	fi
+	configure_build "$dir" -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/toolchain-linux-$target.cmake" \
+		-DCMAKE_BUILD_TYPE=Debug -DPROACT_FAULT_INJECTION=ON "${args[@]}"
+	local ctest_args=(--test-dir "$dir" --output-on-failure -j"$jobs")
+	if [ -n "$emulator" ] && [ $quick -eq 1 ]; then
+		ctest_args+=(-R ":($QUICK_GROUPS)\$")
+		echo "cross: $target: quick: the groups $QUICK_GROUPS, under $emulator"
+	elif [ -n "$emulator" ]; then
+		echo "cross: $target: the whole suite, under $emulator"
+	fi
+	ctest "${ctest_args[@]}"
+}
+
+musl() {
+	local dir=build/cross-musl
+	echo "== musl (musl-gcc, x86_64) =="
+	needs - musl-tools
+	# The suite needs cmocka, which Debian builds for glibc only (and
+	# musl-gcc has no kernel headers for the tests' Linux calls): no tests.
+	# The echo server is the check: thousands of connections, every byte
+	# compared, on each mode.
+	BUILD_DIR=$dir \
+		DEMO_CMAKE_ARGS="-DCMAKE_TOOLCHAIN_FILE=$ROOT/cmake/toolchain-linux-musl.cmake -DPROACT_TESTS=OFF" \
+		DEMO_IDLE=0 DEMO_CONNS=4000 DEMO_MSGS=25 bash scripts/demo.sh
+	if ! file -L "$dir/examples/echo_server" | grep -q 'interpreter /lib/ld-musl'; then
+		echo "cross: musl: $dir/examples/echo_server is not linked against musl" >&2
+		return 1
+	fi
+}
+
+macos() {
+	local arch=$1 dir=build/cross-macos-$1
+	echo "== macOS $arch (zig cc) =="
+	if [ ! -f scripts/zig.sh ] || [ ! -f cmake/toolchain-macos.cmake ]; then
+		echo "cross: macos-$arch: skipped (no scripts/zig.sh or cmake/toolchain-macos.cmake)"
+		return 0
+	fi
+	local zig
+	zig=$(bash scripts/zig.sh)
+	PROACT_ZIG=$zig configure_build "$dir" -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/toolchain-macos.cmake" \
+		-DPROACT_ZIG_TARGET="$arch-macos" -DCMAKE_BUILD_TYPE=Release
+	echo "cross: macos-$arch: compiled and linked (nothing runs here)"
+}
+
+sh scripts/deps.sh # cmake, make, pkg-config
+if ! command -v file >/dev/null 2>&1; then
+	needs - file
+fi
+for t in "${targets[@]}"; do
+	start=$SECONDS
+	case $t in
+	i386) linux_gnu i386 i386 i686-linux-gnu "" ;;
+	aarch64) linux_gnu aarch64 arm64 aarch64-linux-gnu qemu-aarch64-static ;;
+	s390x) linux_gnu s390x s390x s390x-linux-gnu qemu-s390x-static ;;
+	musl) musl ;;
+	macos-x86_64) macos x86_64 ;;
+	macos-aarch64) macos aarch64 ;;
+	esac
+	echo "cross: $t passed in $((SECONDS - start)) s"
+done
+echo "cross: all targets passed: ${targets[*]}"

@@ -106,15 +106,19 @@ log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 install_deps() {
 	local missing="" p
 	command -v dpkg >/dev/null 2>&1 || return 0
+	local arch
+	arch=$(dpkg --print-architecture)
 	for p in cmake pkg-config gcc liburing-dev libuv1-dev libevent-dev valgrind python3; do
-		dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' ||
-			missing="$missing $p"
+		# for this machine's architecture: a multiarch name may have several
+		dpkg-query -W -f='${db:Status-Status} ${Architecture}\n' "$p" 2>/dev/null |
+			grep -Eq "^installed ($arch|all)\$" || missing="$missing $p"
 	done
 	[ -z "$missing" ] && return 0
 	local sudo=""
 	[ "$(id -u)" -ne 0 ] && sudo=sudo
 	log "installing:$missing"
-	$sudo apt-get update -qq
+	# a failed index (a mirror in mid-sync) must not stop the install
+	$sudo apt-get update -qq || log "apt-get update reported errors; installing anyway"
 	# shellcheck disable=SC2086
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
 }

@@ -47,7 +47,7 @@ if ! command -v npm >/dev/null 2>&1; then
 			exit 1
 		fi
 	fi
-	$SUDO apt-get update >&2
+	$SUDO apt-get update >&2 || echo "zig.sh: apt-get update reported errors" >&2
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y nodejs npm >&2
 fi
 

@@ -6,6 +6,7 @@
  * (src/backend/) only moves bytes for the request at the head of a queue and
  * reports readiness or results back through the proact__* calls below. It
  * never sees the public API; the core never sees an epoll_event or an SQE.
+ * ready.c and send.c hold the I/O the backends share (readiness I/O, sends).
  *
  * Locking: one mutex per watcher. Submitting threads hold it while queueing;
  * the waiting thread holds it while it performs I/O and releases it only
@@ -170,7 +171,8 @@ struct proact__backend {
 	int (*poll)(struct proact_watcher *w, int64_t timeout_ns);
 	/* Makes a poll that is blocked (w->sleeping) return. */
 	void (*wakeup)(struct proact_watcher *w);
-	/* Shutdown: cancel and reap everything in flight before fds close. */
+	/* Shutdown: cancel and reap everything in flight before fds close.
+	   NULL if nothing is ever in flight between polls. */
 	void (*quiesce)(struct proact_watcher *w);
 	/* Kernel-managed pools: a buffer is free again. */
 	void (*pool_recycle)(struct proact_watcher *w, uint32_t idx);
@@ -191,6 +193,9 @@ extern const struct proact__backend proact__backend_kqueue;
    f->ready[dir] says the kernel may have room or data. */
 ssize_t proact__ready_io(struct proact_watcher *w, struct proact__fd *f, int dir,
                          struct proact__req *r);
+
+/* ready.c: sets O_NONBLOCK and FD_CLOEXEC; 0, or -1 and errno. */
+int proact__nonblock_cloexec(int fd);
 
 /* An environment setting (PROACT_BACKEND, ...); ignored in set-user-ID
    programs where the platform can tell. */

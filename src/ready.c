@@ -60,6 +60,15 @@ static ssize_t do_read(struct proact_watcher *w, struct proact__fd *f, struct pr
 	return n;
 }
 
+int proact__nonblock_cloexec(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) != 0)
+		return -1;
+	return 0;
+}
+
 /* accept4 where the build found it; else accept, then the two flags. */
 static int accept_nb(int lfd, struct sockaddr *addr, socklen_t *len)
 {
@@ -67,11 +76,7 @@ static int accept_nb(int lfd, struct sockaddr *addr, socklen_t *len)
 	return accept4(lfd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 #else
 	int fd = accept(lfd, addr, len);
-	if (fd < 0)
-		return -1;
-	int fl = fcntl(fd, F_GETFL);
-	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 ||
-	    fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+	if (fd >= 0 && proact__nonblock_cloexec(fd) != 0) {
 		int err = errno;
 		close(fd);
 		errno = err;

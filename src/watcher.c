@@ -151,7 +151,8 @@ int proact_watcher_shutdown(proact_watcher *w)
 		return -ESHUTDOWN;
 	}
 	w->closed = true;
-	w->be->quiesce(w); /* the kernel lets go of every buffer */
+	if (w->be->quiesce)
+		w->be->quiesce(w); /* the kernel lets go of every buffer */
 	proact__close_all(w);
 	proact__drop_all(w);
 	if (w->sleeping && !w->wake_sent) {

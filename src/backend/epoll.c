@@ -146,11 +146,6 @@ static void ep_wakeup(struct proact_watcher *w)
 	(void)rc; /* a full counter still wakes the poll */
 }
 
-static void ep_quiesce(struct proact_watcher *w)
-{
-	(void)w; /* nothing is ever in the kernel between polls */
-}
-
 static ssize_t ep_arm_read(struct proact_watcher *w, struct proact__fd *f)
 {
 	(void)w;
@@ -169,6 +164,6 @@ const struct proact__backend proact__backend_epoll = {
     .cancel = NULL, /* nothing of a request is ever in the kernel */
     .poll = ep_poll,
     .wakeup = ep_wakeup,
-    .quiesce = ep_quiesce,
+    .quiesce = NULL,
     .pool_recycle = NULL,
 };

@@ -70,14 +70,6 @@ static uint32_t gen_of(const struct kevent *ev)
 	return (uint32_t)(uintptr_t)ev->udata;
 }
 
-static int set_flags(int fd, int status_flags)
-{
-	int fl = fcntl(fd, F_GETFL);
-	if (fl < 0 || fcntl(fd, F_SETFL, fl | status_flags) != 0)
-		return -1;
-	return fcntl(fd, F_SETFD, FD_CLOEXEC);
-}
-
 static int wake_setup(struct kq_state *s)
 {
 	struct kevent ev;
@@ -89,7 +81,7 @@ static int wake_setup(struct kq_state *s)
 		return -errno;
 	s->wake_rd = p[0];
 	s->wake_wr = p[1];
-	if (set_flags(p[0], O_NONBLOCK) != 0 || set_flags(p[1], O_NONBLOCK) != 0)
+	if (proact__nonblock_cloexec(p[0]) != 0 || proact__nonblock_cloexec(p[1]) != 0)
 		return -errno;
 	EV_SET(&ev, (uintptr_t)s->wake_rd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, NULL);
 #endif
@@ -116,14 +108,7 @@ static int kq_init(struct proact_watcher *w)
 		return -ENOMEM;
 	s->wake_rd = s->wake_wr = -1;
 	s->kq = kqueue();
-	int rc = s->kq < 0 ? -errno : set_flags(s->kq, 0) != 0 ? -errno : wake_setup(s);
-	if (rc == 0) {
-		s->pending.v = malloc(CHANGES_INITIAL * sizeof(struct kevent));
-		s->sent.v = malloc(CHANGES_INITIAL * sizeof(struct kevent));
-		s->pending.cap = s->sent.cap = CHANGES_INITIAL;
-		if (!s->pending.v || !s->sent.v)
-			rc = -ENOMEM;
-	}
+	int rc = s->kq < 0 || fcntl(s->kq, F_SETFD, FD_CLOEXEC) != 0 ? -errno : wake_setup(s);
 	if (rc) {
 		state_free(s);
 		return rc;
@@ -144,7 +129,9 @@ static int changes_reserve(struct changelist *c, int n)
 {
 	if (c->n + n <= c->cap)
 		return 0;
-	int cap = c->cap * 2 >= c->n + n ? c->cap * 2 : c->n + n;
+	int cap = c->cap ? c->cap * 2 : CHANGES_INITIAL;
+	if (cap < c->n + n)
+		cap = c->n + n;
 	struct kevent *v = realloc(c->v, (size_t)cap * sizeof(*v));
 	if (!v)
 		return -ENOMEM;
@@ -322,7 +309,7 @@ static int kq_call(struct proact_watcher *w, const struct kevent *changes, int n
    Adding a knote twice is harmless. */
 static void changes_requeue(struct kq_state *s, const struct kevent *v, int n)
 {
-	if (changes_reserve(&s->pending, n) != 0)
+	if (n == 0 || changes_reserve(&s->pending, n) != 0)
 		return; /* no memory: the fds' next requests add them again */
 	memmove(s->pending.v + n, s->pending.v, (size_t)s->pending.n * sizeof(*v));
 	memcpy(s->pending.v, v, (size_t)n * sizeof(*v));
@@ -366,11 +353,6 @@ static void kq_wakeup(struct proact_watcher *w)
 #endif
 }
 
-static void kq_quiesce(struct proact_watcher *w)
-{
-	(void)w; /* nothing is ever in the kernel between polls */
-}
-
 const struct proact__backend proact__backend_kqueue = {
     .name = "kqueue",
     .init = kq_init,
@@ -382,6 +364,6 @@ const struct proact__backend proact__backend_kqueue = {
     .cancel = NULL, /* nothing of a request is ever in the kernel */
     .poll = kq_poll,
     .wakeup = kq_wakeup,
-    .quiesce = kq_quiesce,
+    .quiesce = NULL,
     .pool_recycle = NULL,
 };

@@ -309,7 +309,7 @@ static int kq_call(struct proact_watcher *w, const struct kevent *changes, int n
    Adding a knote twice is harmless. */
 static void changes_requeue(struct kq_state *s, const struct kevent *v, int n)
 {
-	if (n == 0 || changes_reserve(&s->pending, n) != 0)
+	if (changes_reserve(&s->pending, n) != 0)
 		return; /* no memory: the fds' next requests add them again */
 	memmove(s->pending.v + n, s->pending.v, (size_t)s->pending.n * sizeof(*v));
 	memcpy(s->pending.v, v, (size_t)n * sizeof(*v));
@@ -329,12 +329,13 @@ static int kq_poll(struct proact_watcher *w, int64_t timeout_ns)
 	for (;;) {
 		bool last = batch.n - off <= EVENTS_PER_POLL;
 		n = last ? batch.n - off : EVENTS_PER_POLL;
-		rc = kq_call(w, batch.v + off, n, last && !w->closed ? timeout_ns : 0);
+		const struct kevent *changes = n ? batch.v + off : NULL; /* v is NULL until used */
+		rc = kq_call(w, changes, n, last && !w->closed ? timeout_ns : 0);
 		if (rc < 0 || last)
 			break;
 		off += n;
 	}
-	if (rc < 0 && rc != -EINTR && !w->closed)
+	if (rc < 0 && rc != -EINTR && !w->closed && off < batch.n)
 		changes_requeue(s, batch.v + off, batch.n - off);
 	return rc;
 }

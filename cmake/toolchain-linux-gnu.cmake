@@ -13,6 +13,15 @@ set(CMAKE_LIBRARY_ARCHITECTURE ${PROACT_CROSS_MULTIARCH})
 set(ENV{PKG_CONFIG_LIBDIR} /usr/lib/${PROACT_CROSS_MULTIARCH}/pkgconfig:/usr/share/pkgconfig)
 unset(ENV{PKG_CONFIG_PATH})
 
+# The target's loader and libc must come from one package: a loader of the
+# cross compiler's copy (/usr/<triplet>) that finds the multiarch libc of
+# another build aborts every program at start ("stack smashing detected" on
+# s390x). Where the multiarch libc is installed (cmocka for the target
+# brings it), qemu uses it and its own loader from /lib; else the copy.
 if(PROACT_CROSS_QEMU)
-  set(CMAKE_CROSSCOMPILING_EMULATOR ${PROACT_CROSS_QEMU} -L /usr/${PROACT_CROSS_TRIPLET})
+  if(EXISTS /lib/${PROACT_CROSS_MULTIARCH}/libc.so.6)
+    set(CMAKE_CROSSCOMPILING_EMULATOR ${PROACT_CROSS_QEMU})
+  else()
+    set(CMAKE_CROSSCOMPILING_EMULATOR ${PROACT_CROSS_QEMU} -L /usr/${PROACT_CROSS_TRIPLET})
+  endif()
 endif()

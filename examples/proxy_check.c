@@ -24,6 +24,8 @@
  *  4. SIGTERM: both proxies exit 0 with a summary line that reports the
  *     expected connections and no errors.
  *
+ * A cross-built proxy runs under the command in PROXY_CHECK_EMULATOR.
+ *
  * Memory is asserted, time is not: every wait is bounded only to turn a hang
  * into a failure. Exit 0 pass, 1 fail, 77 skip (backend not available).
  */
@@ -283,6 +285,28 @@ static bool proxy_read(struct proxy *p, int ms)
 	return true;
 }
 
+/*
+ * Runs the proxy in this (child) process. PROXY_CHECK_EMULATOR, when set,
+ * is the command line (words split at spaces) that runs a cross-built
+ * proxy: under qemu-user an exec of a foreign binary fails unless the
+ * host registered the emulator with binfmt_misc.
+ */
+static _Noreturn void exec_proxy(const char *bin, const char *to)
+{
+	char *argv[16];
+	int n = 0;
+	char *emulator = getenv("PROXY_CHECK_EMULATOR");
+	for (char *save = NULL, *word = emulator ? strtok_r(emulator, " ", &save) : NULL;
+	     word && n < 10; word = strtok_r(NULL, " ", &save))
+		argv[n++] = word;
+	const char *tail[] = {bin, "--listen", "0", "--to", to};
+	for (size_t i = 0; i < sizeof(tail) / sizeof(tail[0]); i++)
+		argv[n++] = (char *)tail[i];
+	argv[n] = NULL;
+	execvp(argv[0], argv);
+	_exit(127);
+}
+
 static void proxy_start(struct proxy *p, const char *bin, int upstream_port, int slot)
 {
 	char to[32];
@@ -296,8 +320,7 @@ static void proxy_start(struct proxy *p, const char *bin, int upstream_port, int
 		fail("fork: %s", strerror(errno));
 	if (p->pid == 0) {
 		dup2(pipefd[1], STDOUT_FILENO);
-		execl(bin, bin, "--listen", "0", "--to", to, (char *)NULL);
-		_exit(127);
+		exec_proxy(bin, to);
 	}
 	proxies[slot] = p->pid;
 	close(pipefd[1]);

@@ -36,11 +36,14 @@ static int refuse_io_uring(int err)
 	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
 }
 
+/* The child's exit status when it cannot install the filter. */
+enum { NO_SECCOMP = 77 };
+
 /* Child side: returns 0 when every check holds, else the number of the failed one. */
 static int child_checks(int err)
 {
 	if (refuse_io_uring(err) != 0)
-		return 1;
+		return errno == EINVAL ? NO_SECCOMP : 1;
 	unsetenv("PROACT_BACKEND");
 	proact_watcher *w = NULL;
 	if (proact_watcher_new(&w, NULL) != 0 || strcmp(proact_backend(w), "epoll") != 0)
@@ -86,6 +89,10 @@ static void run_refused(int err)
 	int status = 0;
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
+	/* qemu-user refuses seccomp filters; it has no io_uring either, so
+	   epoll:backend sees the fallback there. */
+	if (WEXITSTATUS(status) == NO_SECCOMP)
+		skip();
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 

@@ -103,6 +103,20 @@ static uint64_t bytes_taken(int s)
 	return ti.tcpi_bytes_acked + (uint64_t)queued(s, SIOCOUTQ);
 }
 
+/* qemu-user hands back only the first bytes of struct tcp_info. */
+static void needs_tcp_info(void)
+{
+	int fds[2];
+	t_tcp_pair(fds);
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	assert_int_equal(getsockopt(fds[0], IPPROTO_TCP, TCP_INFO, &ti, &len), 0);
+	close(fds[0]);
+	close(fds[1]);
+	if (len < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof(ti.tcpi_bytes_acked))
+		skip();
+}
+
 /*
  * Drives the write while the peer reads `want` bytes, then lets it stall:
  * returns the bytes the kernel took, once that stopped changing (the
@@ -135,6 +149,7 @@ static uint64_t read_then_stall(proact_watcher *w, int s, int peer, uint8_t *in,
 static void test_reset_mid_write(void **state)
 {
 	(void)state;
+	needs_tcp_info();
 	int fd0 = t_fd_count();
 	proact_watcher *w = t_watcher(NULL);
 	int fds[2];

@@ -57,7 +57,7 @@
 #define RSS_SLACK_KB (1024 + rss_base / 50)
 #endif
 
-#define SLOTS     128 /* server connections at once */
+#define SLOTS     128 /* server connections at once (at most 256: see ctx_of) */
 #define CLIENTS   48  /* client connections at once */
 #define UBUFS     4   /* user buffers per server connection */
 #define UBUF_SIZE 16384
@@ -284,10 +284,15 @@ struct server {
 	int nrss;
 };
 
+/* A completion's ctx: slot index, 16 bits of its generation, kind and sub,
+   in 32 bits so that it fits a pointer on 32-bit targets too. */
+#define CTX_GEN(gen) ((uint32_t)(gen) & 0xffffu)
+_Static_assert(SLOTS <= 256, "the slot index has 8 bits of a ctx");
+
 static void *ctx_of(const struct server *s, const struct slot *sl, enum kind k, int sub)
 {
-	uint64_t idx = sl ? (uint64_t)(sl - s->slots) : 0, gen = sl ? sl->gen & 0xffffffu : 0;
-	return (void *)(uintptr_t)(idx << 32 | gen << 8 | (uint64_t)k << 4 | (uint64_t)sub);
+	uint32_t idx = sl ? (uint32_t)(sl - s->slots) : 0, gen = sl ? CTX_GEN(sl->gen) : 0;
+	return (void *)(uintptr_t)(idx << 24 | gen << 8 | (uint32_t)k << 4 | (uint32_t)sub);
 }
 
 static void unexpected(struct server *s, const char *what, int err)
@@ -561,7 +566,7 @@ static void on_accept(struct server *s, const struct proact_completion *c)
 
 static void dispatch(struct server *s, const struct proact_completion *c)
 {
-	uint64_t v = (uint64_t)(uintptr_t)c->ctx;
+	uint32_t v = (uint32_t)(uintptr_t)c->ctx;
 	enum kind k = (enum kind)(v >> 4 & 0xf);
 	int sub = (int)(v & 0xf);
 	s->st.completions++;
@@ -569,12 +574,12 @@ static void dispatch(struct server *s, const struct proact_completion *c)
 		on_accept(s, c);
 		return;
 	}
-	struct slot *sl = &s->slots[v >> 32];
+	struct slot *sl = &s->slots[v >> 24];
 	if (k == K_FREE && c->fd == s->lfd) {
 		s->lfd = -1;
 		return;
 	}
-	if (!sl->active || (sl->gen & 0xffffffu) != (v >> 8 & 0xffffffu) || c->fd != sl->fd) {
+	if (!sl->active || CTX_GEN(sl->gen) != (v >> 8 & 0xffffu) || c->fd != sl->fd) {
 		s->st.stale++;
 		return;
 	}

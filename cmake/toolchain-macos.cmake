@@ -6,7 +6,9 @@
 #     -DPROACT_ZIG_TARGET=aarch64-macos -DCMAKE_BUILD_TYPE=Release
 #   cmake --build build/cross-macos-aarch64
 #
-# PROACT_ZIG_TARGET is x86_64-macos or aarch64-macos. PROACT_ZIG (the zig
+# PROACT_ZIG_TARGET is x86_64-macos or aarch64-macos; PROACT_MACOS_PREFIX,
+# if given, a prefix of libraries built for that target (the test programs
+# link with cmocka from there). PROACT_ZIG (the zig
 # executable) comes from the environment at the first configure and is kept
 # in the cache. The build itself needs no environment: the compiler, ar and
 # ranlib are small scripts this file writes into the build tree, each
@@ -20,6 +22,7 @@ if(DEFINED ENV{PROACT_ZIG_TOOLCHAIN_DIR})
   # A try_compile, or a second reading: the first one decided everything.
   set(PROACT_ZIG "$ENV{PROACT_ZIG}")
   set(PROACT_ZIG_TARGET "$ENV{PROACT_ZIG_TARGET}")
+  set(PROACT_MACOS_PREFIX "$ENV{PROACT_MACOS_PREFIX}")
   set(_proact_zig_dir "$ENV{PROACT_ZIG_TOOLCHAIN_DIR}")
 else()
   if(NOT PROACT_ZIG)
@@ -48,6 +51,9 @@ else()
     file(COPY_FILE "${_proact_zig_dir}/${tool}.tmp" "${_proact_zig_dir}/${tool}" ONLY_IF_DIFFERENT)
     file(REMOVE "${_proact_zig_dir}/${tool}.tmp")
   endforeach()
+  set(PROACT_MACOS_PREFIX "${PROACT_MACOS_PREFIX}" CACHE PATH
+    "A prefix of libraries built for the target (cmocka: scripts/cmocka-macos.sh), or empty")
+  set(ENV{PROACT_MACOS_PREFIX} "${PROACT_MACOS_PREFIX}")
   set(ENV{PROACT_ZIG} "${PROACT_ZIG}")
   set(ENV{PROACT_ZIG_TARGET} "${PROACT_ZIG_TARGET}")
   set(ENV{PROACT_ZIG_TOOLCHAIN_DIR} "${_proact_zig_dir}")
@@ -70,12 +76,17 @@ set(CMAKE_OSX_ARCHITECTURES "" CACHE STRING "" FORCE)
 set(CMAKE_OSX_DEPLOYMENT_TARGET "" CACHE STRING "" FORCE)
 
 # Nothing of the build host: no library, header or pkg-config package of
-# Linux may be found for the target (liburing, the host's cmocka).
-set(CMAKE_FIND_ROOT_PATH "${_proact_zig_dir}")
+# Linux may be found for the target (liburing, the host's cmocka); only
+# what PROACT_MACOS_PREFIX holds, built for the target.
+set(CMAKE_FIND_ROOT_PATH "${_proact_zig_dir}" ${PROACT_MACOS_PREFIX})
 set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
 set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
-set(ENV{PKG_CONFIG_LIBDIR} "${_proact_zig_dir}/pkgconfig")
+if(PROACT_MACOS_PREFIX)
+  set(ENV{PKG_CONFIG_LIBDIR} "${PROACT_MACOS_PREFIX}/lib/pkgconfig")
+else()
+  set(ENV{PKG_CONFIG_LIBDIR} "${_proact_zig_dir}/pkgconfig")
+endif()
 set(ENV{PKG_CONFIG_PATH} "")
 set(ENV{PKG_CONFIG_SYSROOT_DIR} "")

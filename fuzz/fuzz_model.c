@@ -47,6 +47,15 @@ uint8_t fz_peer_byte(uint32_t seed, uint64_t i)
 
 /* ---- sockets ---- */
 
+/* The harness's own descriptors stay out of any child (libFuzzer's fork
+   mode); fcntl rather than SOCK_CLOEXEC, which macOS lacks. */
+static int cloexec(int fd)
+{
+	if (fd >= 0)
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+	return fd;
+}
+
 /* One loopback listener for the whole process: TCP slots connect to it. */
 static int tcp_listener(struct sockaddr_in *addr)
 {
@@ -56,7 +65,7 @@ static int tcp_listener(struct sockaddr_in *addr)
 		a.sin_family = AF_INET;
 		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		socklen_t len = sizeof(a);
-		lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		lfd = cloexec(socket(AF_INET, SOCK_STREAM, 0));
 		FZ_CHECK(lfd >= 0, "socket: %s", strerror(errno));
 		FZ_CHECK(bind(lfd, (struct sockaddr *)&a, sizeof(a)) == 0, "bind: %s",
 		         strerror(errno));
@@ -104,10 +113,10 @@ static void tcp_pair(int sv[2])
 {
 	struct sockaddr_in a;
 	int lfd = tcp_listener(&a);
-	sv[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	sv[0] = cloexec(socket(AF_INET, SOCK_STREAM, 0));
 	FZ_CHECK(sv[0] >= 0, "socket: %s", strerror(errno));
 	FZ_CHECK(connect_all(sv[0], &a) == 0, "connect: %s", strerror(errno));
-	sv[1] = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	sv[1] = cloexec(accept(lfd, NULL, NULL));
 	FZ_CHECK(sv[1] >= 0, "accept: %s", strerror(errno));
 	no_linger(sv[0]);
 	no_linger(sv[1]);
@@ -126,8 +135,10 @@ void fz_slot_open(struct fz *m, int s, bool tcp, bool blocking)
 	if (tcp)
 		tcp_pair(sv);
 	else
-		FZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0,
-		         "socketpair: %s", strerror(errno));
+		FZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0, "socketpair: %s",
+		         strerror(errno));
+	cloexec(sv[0]);
+	cloexec(sv[1]);
 	int sndbuf = LIB_SNDBUF;
 	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	if (!blocking)

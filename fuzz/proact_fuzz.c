@@ -10,6 +10,8 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -421,7 +423,9 @@ static int count_fds(void)
 	const char *foreign = getenv("PROACT_TEST_FOREIGN_KQUEUE");
 	if (foreign && *foreign == '1')
 		return 0;
-	DIR *d = opendir("/proc/self/fd");
+	DIR *d = opendir("/proc/self/fd"); /* Linux; macOS lists them in /dev/fd */
+	if (!d)
+		d = opendir("/dev/fd");
 	int n = 0;
 	if (!d)
 		return -1;
@@ -545,12 +549,25 @@ static void shutdown_checks(struct fz *m)
 	m->pending = 0;
 }
 
+/* A regular file that is nobody else's: created, then unlinked at once. */
+static int regular_file(void)
+{
+	const char *dir = getenv("TMPDIR");
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/proact_fuzz.XXXXXX", dir && *dir ? dir : "/tmp");
+	int fd = mkstemp(path);
+	FZ_CHECK(fd >= 0, "mkstemp %s: %s", path, strerror(errno));
+	unlink(path);
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	return fd;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static int memfd = -1;
 	if (memfd < 0) {
 		fz_trace = getenv("PROACT_FUZZ_TRACE") != NULL;
-		memfd = memfd_create("proact_fuzz", MFD_CLOEXEC); /* a regular file */
+		memfd = regular_file();
 		fz_init();
 	}
 	static struct fz m;

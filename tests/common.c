@@ -6,11 +6,14 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *t_backend(void)
@@ -200,6 +203,7 @@ int t_fd_count(void)
 	const char *foreign = getenv("PROACT_TEST_FOREIGN_KQUEUE");
 	if (foreign && *foreign == '1')
 		return 0;
+#if defined(__linux__)
 	DIR *d = opendir("/proc/self/fd");
 	assert_non_null(d);
 	int n = 0;
@@ -207,6 +211,19 @@ int t_fd_count(void)
 		n++;
 	closedir(d);
 	return n - 3; /* ".", ".." and the DIR's own fd */
+#else
+	/* No /proc (and /dev/fd may list only 0-2): ask each descriptor below
+	   the limit, which no open one can exceed (2^20 at most: no test opens
+	   more, and the scan stays quick). */
+	struct rlimit rl;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	int max =
+	    rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1 << 20) ? 1 << 20 : (int)rl.rlim_cur;
+	int n = 0;
+	for (int fd = 0; fd < max; fd++)
+		n += fcntl(fd, F_GETFD) != -1;
+	return n;
+#endif
 }
 
 long t_status_kb(const char *field)
@@ -280,4 +297,57 @@ void t_set_bufs(int fd, int snd, int rcv)
 int t_fd_open(int fd)
 {
 	return fcntl(fd, F_GETFD) != -1 || errno != EBADF;
+}
+
+struct t_thread {
+	pthread_t th;
+	void *(*fn)(void *);
+	void *arg;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done; /* fn returned: the join cannot block for long */
+};
+
+static void *t_thread_main(void *arg)
+{
+	struct t_thread *t = arg;
+	t->fn(t->arg);
+	pthread_mutex_lock(&t->mu);
+	t->done = true;
+	pthread_cond_broadcast(&t->cv);
+	pthread_mutex_unlock(&t->mu);
+	return NULL;
+}
+
+t_thread *t_thread_start(void *(*fn)(void *), void *arg)
+{
+	/* On the heap: a thread that outlives a failed test still has it. */
+	struct t_thread *t = calloc(1, sizeof(*t));
+	assert_non_null(t);
+	t->fn = fn;
+	t->arg = arg;
+	assert_int_equal(pthread_mutex_init(&t->mu, NULL), 0);
+	assert_int_equal(pthread_cond_init(&t->cv, NULL), 0);
+	assert_int_equal(pthread_create(&t->th, NULL, t_thread_main, t), 0);
+	return t;
+}
+
+int t_thread_join_within(t_thread *t, int sec)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts); /* the condition variable's default clock */
+	ts.tv_sec += sec;
+	int rc = 0;
+	pthread_mutex_lock(&t->mu);
+	while (!t->done && rc == 0)
+		rc = pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+	bool done = t->done;
+	pthread_mutex_unlock(&t->mu);
+	if (!done)
+		return rc;
+	rc = pthread_join(t->th, NULL);
+	pthread_cond_destroy(&t->cv);
+	pthread_mutex_destroy(&t->mu);
+	free(t);
+	return rc;
 }

@@ -59,7 +59,7 @@ void t_small_bufs(int sender, int receiver);
 void t_set_bufs(int fd, int snd, int rcv);
 /* Whether fd is an open descriptor of this process. */
 int t_fd_open(int fd);
-/* Number of open fds of this process (from /proc/self/fd). */
+/* Number of open fds of this process (from /proc/self/fd on Linux). */
 int t_fd_count(void);
 /* The name of the backend under test (PROACT_BACKEND or "auto"). */
 const char *t_backend(void);
@@ -72,5 +72,16 @@ void t_linger_reset(int fd);
 void t_set_nonblock(int fd, int on);
 /* An environment variable as a positive number, or def when unset or bad. */
 long t_env_long(const char *name, long def);
+
+/*
+ * A thread that can be joined with a time bound (pthread_timedjoin_np is
+ * glibc's own): t_thread_start runs fn(arg) in a new thread, asserting it
+ * started. t_thread_join_within waits up to sec seconds for fn to return,
+ * then joins the thread and frees t: 0. Still running: ETIMEDOUT, and t
+ * stays valid (join again later, or leave it to the thread: a failed test).
+ */
+typedef struct t_thread t_thread;
+t_thread *t_thread_start(void *(*fn)(void *), void *arg);
+int t_thread_join_within(t_thread *t, int sec);
 
 #endif

@@ -19,7 +19,6 @@
 #include "common.h"
 
 #include <errno.h>
-#include <malloc.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,6 +26,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#ifdef PROACT_PROG_HAVE_MALLINFO2
+#include <malloc.h>
+#endif
 
 #define TIMEOUT_MS 30000
 
@@ -379,7 +382,11 @@ static bool kernel_in_heap(void)
 
 static size_t heap_in_use(void)
 {
+#ifdef PROACT_PROG_HAVE_MALLINFO2
 	return mallinfo2().uordblks;
+#else
+	return 0; /* a heap that does not grow: no figure (the test skips at its end) */
+#endif
 }
 
 static void test_pool_idle_reads_hold_no_node(void **state)
@@ -426,6 +433,9 @@ static void test_pool_idle_reads_hold_no_node(void **state)
 		seen++;
 	}
 	proact_watcher_destroy(w);
+#ifndef PROACT_PROG_HAVE_MALLINFO2
+	skip(); /* the rest passed, but without glibc's mallinfo2 the heap went unmeasured */
+#endif
 }
 
 /*

@@ -9,7 +9,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -65,15 +64,6 @@ static void *waiter_main(void *arg)
 	return NULL;
 }
 
-/* Joins within sec seconds; returns 0 on success. */
-static int join_within(pthread_t th, int sec)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += sec;
-	return pthread_timedjoin_np(th, NULL, &ts);
-}
-
 #define NPAIRS 32
 #define WLEN   (2u << 20)
 
@@ -109,11 +99,10 @@ static void test_shutdown_wakes_waiter_and_closes(void **state)
 	}
 
 	struct waiter wt = {.w = w, .timeout_ms = -1};
-	pthread_t th;
-	assert_int_equal(pthread_create(&th, NULL, waiter_main, &wt), 0);
+	t_thread *th = t_thread_start(waiter_main, &wt);
 	sleep_ms(100); /* most likely blocked in proact_wait by now; either way works */
 	assert_int_equal(proact_watcher_shutdown(w), 0);
-	if (join_within(th, 10) != 0)
+	if (t_thread_join_within(th, 10) != 0)
 		fail_msg("proact_wait did not return after proact_watcher_shutdown");
 	assert_int_equal(wt.rc, -ESHUTDOWN);
 	assert_int_equal(wt.ncomp, 0);
@@ -180,9 +169,8 @@ static void test_every_call_after_shutdown(void **state)
 
 	/* an unbounded wait returns at once too (checked from a thread) */
 	struct waiter wt = {.w = w, .timeout_ms = -1};
-	pthread_t th;
-	assert_int_equal(pthread_create(&th, NULL, waiter_main, &wt), 0);
-	if (join_within(th, 10) != 0)
+	t_thread *th = t_thread_start(waiter_main, &wt);
+	if (t_thread_join_within(th, 10) != 0)
 		fail_msg("proact_wait(-1) blocked on a shut-down watcher");
 	assert_int_equal(wt.rc, -ESHUTDOWN);
 	assert_int_equal(wt.ncomp, 0);

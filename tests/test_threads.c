@@ -4,8 +4,9 @@
  * bytes are right and per-fd order is kept; proact_wakeup from another thread
  * makes a blocked proact_wait return 0 (and a wakeup before the wait makes the
  * next wait return); two threads in proact_wait at once: one gets -EBUSY.
- * The test itself shares data between threads only through pthread_create /
- * join and the library's calls, so it stays clean under ThreadSanitizer.
+ * The test itself shares data between threads only through starting and
+ * joining them and the library's calls, so it stays clean under
+ * ThreadSanitizer.
  */
 #include "common.h"
 
@@ -35,14 +36,6 @@ static void sleep_ms(long ms)
 	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
 	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
 		;
-}
-
-static int join_within(pthread_t th, int sec)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += sec;
-	return pthread_timedjoin_np(th, NULL, &ts);
 }
 
 /* Thread-side helpers: no cmocka assertion outside the main thread. */
@@ -177,9 +170,9 @@ static void test_four_submitters_one_waiter(void **state)
 		assert_non_null(wk[i].wdata);
 		t_fill(wk[i].wdata, wk[i].wtotal, 200 + (uint32_t)i, 0);
 	}
-	pthread_t th[NTHREADS];
+	t_thread *th[NTHREADS];
 	for (int i = 0; i < NTHREADS; i++)
-		assert_int_equal(pthread_create(&th[i], NULL, worker_main, &wk[i]), 0);
+		th[i] = t_thread_start(worker_main, &wk[i]);
 
 	const int total = NTHREADS * (NREADS + NWRITES);
 	int next[NTHREADS][2] = {{0}};
@@ -218,7 +211,7 @@ static void test_four_submitters_one_waiter(void **state)
 	}
 	assert_int_equal(got, total);
 	for (int i = 0; i < NTHREADS; i++) {
-		if (join_within(th[i], 30) != 0)
+		if (t_thread_join_within(th[i], 30) != 0)
 			fail_msg("worker %d did not finish", i);
 		if (wk[i].err[0])
 			fail_msg("worker %d: %s", i, wk[i].err);
@@ -293,16 +286,16 @@ static void test_concurrent_free_detach(void **state)
 			peers[t][i] = p[1];
 		}
 	}
-	pthread_t th[NTHREADS];
+	t_thread *th[NTHREADS];
 	for (int t = 0; t < NTHREADS; t++)
-		assert_int_equal(pthread_create(&th[t], NULL, closer_main, &cl[t]), 0);
+		th[t] = t_thread_start(closer_main, &cl[t]);
 
 	const int total = NTHREADS * FD_PER_THREAD * 2;
 	struct proact_completion *out = calloc(total, sizeof(*out));
 	assert_non_null(out);
 	int got = t_collect(w, out, total, WAIT_MS);
 	for (int t = 0; t < NTHREADS; t++) {
-		if (join_within(th[t], 30) != 0)
+		if (t_thread_join_within(th[t], 30) != 0)
 			fail_msg("thread %d did not finish", t);
 		if (cl[t].err[0])
 			fail_msg("thread %d: %s", t, cl[t].err);
@@ -368,12 +361,12 @@ static void *one_wait_main(void *arg)
 }
 
 /* Joins the waiter; if it is stuck, shuts the watcher down to free it and fails. */
-static void join_or_rescue(pthread_t th, proact_watcher *w, const char *what)
+static void join_or_rescue(t_thread *th, proact_watcher *w, const char *what)
 {
-	if (join_within(th, 10) == 0)
+	if (t_thread_join_within(th, 10) == 0)
 		return;
 	proact_watcher_shutdown(w);
-	if (join_within(th, 10) == 0)
+	if (t_thread_join_within(th, 10) == 0)
 		fail_msg("%s", what);
 	fail_msg("%s; even shutdown did not free the waiter", what);
 }
@@ -386,8 +379,7 @@ static void test_wakeup_from_other_thread(void **state)
 	proact_watcher *w = t_watcher(NULL);
 	for (int round = 0; round < 3; round++) {
 		struct one_wait ow = {.w = w};
-		pthread_t th;
-		assert_int_equal(pthread_create(&th, NULL, one_wait_main, &ow), 0);
+		t_thread *th = t_thread_start(one_wait_main, &ow);
 		sleep_ms(50); /* most likely blocked by now; if not, the next wait returns */
 		assert_int_equal(proact_wakeup(w), 0);
 		join_or_rescue(th, w, "proact_wakeup did not wake proact_wait(-1)");
@@ -413,8 +405,7 @@ static void test_submit_from_other_thread_wakes_waiter(void **state)
 	assert_int_equal(t_collect(w, &c, 1, 5000), 1);
 	for (int round = 0; round < 3; round++) {
 		struct one_wait ow = {.w = w};
-		pthread_t th;
-		assert_int_equal(pthread_create(&th, NULL, one_wait_main, &ow), 0);
+		t_thread *th = t_thread_start(one_wait_main, &ow);
 		sleep_ms(50); /* most likely blocked by now; if not, it finds the completion */
 		assert_int_equal(proact_write(w, fds[0], "ping", 4, NULL), 0);
 		join_or_rescue(th, w,
@@ -502,8 +493,7 @@ static void test_wakeup_before_wait(void **state)
 	proact_watcher *w = t_watcher(NULL);
 	assert_int_equal(proact_wakeup(w), 0);
 	struct one_wait ow = {.w = w};
-	pthread_t th;
-	assert_int_equal(pthread_create(&th, NULL, one_wait_main, &ow), 0);
+	t_thread *th = t_thread_start(one_wait_main, &ow);
 	join_or_rescue(th, w, "a wakeup before proact_wait(-1) was lost");
 	assert_int_equal(ow.rc, 0);
 	proact_watcher_destroy(w);
@@ -519,8 +509,7 @@ static void test_two_waiters_ebusy(void **state)
 	(void)state;
 	proact_watcher *w = t_watcher(NULL);
 	struct one_wait ow = {.w = w};
-	pthread_t th;
-	assert_int_equal(pthread_create(&th, NULL, one_wait_main, &ow), 0);
+	t_thread *th = t_thread_start(one_wait_main, &ow);
 	struct proact_completion out[4];
 	int busy = 0;
 	for (int i = 0; i < 1000 && !busy; i++) {

@@ -286,7 +286,7 @@ struct server {
 
 /* A completion's ctx: slot index, 16 bits of its generation, kind and sub,
    in 32 bits so that it fits a pointer on 32-bit targets too. */
-#define CTX_GEN(gen) ((uint32_t)(gen) & 0xffffu)
+#define CTX_GEN(gen) ((uint32_t)(gen)&0xffffu)
 _Static_assert(SLOTS <= 256, "the slot index has 8 bits of a ctx");
 
 static void *ctx_of(const struct server *s, const struct slot *sl, enum kind k, int sub)

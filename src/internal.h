@@ -162,7 +162,8 @@ struct proact__backend {
 	              struct proact__req *r);
 	/* A parked pool read waits and no data is known: makes sure data on f
 	   will be reported. PROACT__WAIT (nothing to do), PROACT__ARMED (a poll
-	   went in; its result comes like a read's), or a negative errno. */
+	   went in; its result comes like a read's), or a negative errno. NULL
+	   if the registration reports data by itself (epoll's edges). */
 	ssize_t (*arm_read)(struct proact_watcher *w, struct proact__fd *f);
 	/* Asks the kernel to give back the in-flight head of a direction; its
 	   result still arrives through proact__io_done. NULL if never in flight. */

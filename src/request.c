@@ -438,7 +438,7 @@ static bool unpark(struct proact_watcher *w, struct proact__fd *f)
    (epoll's registration already does; io_uring adds a poll). */
 static void arm_parked(struct proact_watcher *w, struct proact__fd *f)
 {
-	ssize_t n = w->be->arm_read(w, f);
+	ssize_t n = w->be->arm_read ? w->be->arm_read(w, f) : PROACT__WAIT;
 	if (n == PROACT__WAIT || n == PROACT__ARMED) {
 		f->inflight[PROACT__RD] = n == PROACT__ARMED;
 		return;
@@ -970,7 +970,8 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 		f->flags |= PROACT__F_PARKED;
 		f->pending++;
 		w->pending++;
-		start(w, f, PROACT__RD, on_waiter);
+		if (w->be->arm_read) /* else the registration reports data by itself */
+			start(w, f, PROACT__RD, on_waiter);
 		return 0;
 	}
 	/* A parked read keeps its place: back in the queue before anything joins it. */

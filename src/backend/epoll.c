@@ -146,13 +146,6 @@ static void ep_wakeup(struct proact_watcher *w)
 	(void)rc; /* a full counter still wakes the poll */
 }
 
-static ssize_t ep_arm_read(struct proact_watcher *w, struct proact__fd *f)
-{
-	(void)w;
-	(void)f;
-	return PROACT__WAIT; /* the registration reports the next edge */
-}
-
 const struct proact__backend proact__backend_epoll = {
     .name = "epoll",
     .init = ep_init,
@@ -160,7 +153,7 @@ const struct proact__backend proact__backend_epoll = {
     .fd_add = ep_fd_add,
     .fd_remove = ep_fd_remove,
     .io = proact__ready_io,
-    .arm_read = ep_arm_read,
+    .arm_read = NULL, /* the registration reports the next edge */
     .cancel = NULL, /* nothing of a request is ever in the kernel */
     .poll = ep_poll,
     .wakeup = ep_wakeup,

@@ -1,7 +1,8 @@
 /*
  * loadgen - the benchmark's load generator: one epoll loop per process.
  *
- *   loadgen --port P --mode echo|conn|idle|push [options]
+ *   loadgen --port P --mode echo|conn|idle|push|stream [options]
+ *   loadgen --mode ceiling|oneway [options]
  *
  *   --conns N      connections (all modes)
  *   --size B       message size in bytes (default 64)
@@ -12,6 +13,7 @@
  *   --procs P      split the connections over P processes (conn, idle)
  *   --pushes K     pushes to time (push mode, default 5)
  *   --hold S       idle mode: hold the connections S seconds (default 30)
+ *   --bytes B      stream and ceiling modes: bytes to send (default 1 GiB)
  *   --timeout S    give up after S seconds in all (default 60), exit 1
  *   --src-ports L-H  bind client sockets to ports L..H, split between the
  *                  processes (default 10000-32000; 0 lets the kernel pick)
@@ -30,6 +32,16 @@
  *         message starting with '!' on the first connection (the server in
  *         --push mode sends it to every connection) and time until every
  *         connection has received all of it.
+ *   stream  one connection, two threads with blocking sockets: one sends
+ *         --bytes in --size writes, the other reads the echo and checks it;
+ *         prints MB/s (one way) from the first write to the last byte back.
+ *   ceiling the same stream against an echo thread inside loadgen (blocking
+ *         recv of up to 64 KiB, then send of what came), over loopback TCP
+ *         with no server process: what the machine's loopback allows for an
+ *         echo, which takes every byte across it twice (cpu= is the two
+ *         client threads, server_cpu= the echo thread).
+ *   oneway  for context, the same bytes across loopback once: the reader
+ *         takes them straight off the listener's end, no echo at all.
  *
  * Every received byte is checked: a message is a 16-byte header ('M', the
  * connection id, the round number) and a body taken from one of four random
@@ -58,7 +70,9 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -78,14 +92,14 @@
 #define NEVENTS   512
 #define MAX_LAT   (1u << 23) /* latency samples kept */
 
-enum mode { M_ECHO, M_CONN, M_IDLE, M_PUSH };
+enum mode { M_ECHO, M_CONN, M_IDLE, M_PUSH, M_STREAM, M_CEILING, M_ONEWAY };
 enum state { S_NONE, S_CONNECTING, S_SEND, S_RECV, S_DONE, S_FAILED };
 
 struct opts {
 	int port;
 	enum mode mode;
 	uint32_t conns, size, inflight, procs, pushes;
-	uint64_t rounds;
+	uint64_t rounds, bytes;
 	uint32_t src_lo, src_hi;
 	double duration, warmup, hold, timeout;
 };
@@ -691,13 +705,278 @@ static int mode_conns(void)
 	return status;
 }
 
+/* ---- stream and ceiling ------------------------------------------------------- */
+
+/* The stream is cut into --size chunks; chunk k is 'S', k (8 bytes, little
+   endian) and then bytes of pattern k % NPATTERNS, so a lost, repeated or
+   reordered piece shows anywhere in the stream. */
+#define SHDR    9
+#define RBUF    (256u << 10) /* the reader takes what is there, up to this */
+#define ECHOBUF (64u << 10)  /* the ceiling's echo thread: the servers' read size */
+
+struct stream {
+	int fd;
+	uint64_t sent, got;    /* bytes */
+	uint64_t t0, t1;       /* first write, last byte back */
+	double cpu_tx, cpu_rx; /* each client thread's own CPU seconds */
+	const char *why;       /* the first failure, or NULL */
+	atomic_bool stop;      /* a failure: everyone gives up */
+	int echo_fd;           /* ceiling and oneway: the listener's end */
+	double cpu_echo;
+};
+
+static double thread_cpu_seconds(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_THREAD, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static void stream_fail(struct stream *st, const char *why)
+{
+	bool was = atomic_exchange(&st->stop, true);
+	if (!was) {
+		st->why = why;
+		fprintf(stderr, "loadgen: stream: %s\n", why);
+	}
+	/* Wakes a thread blocked in send or recv on this connection (oneway:
+	   the reader on the other end sees EOF). */
+	shutdown(st->fd, SHUT_RDWR);
+}
+
+static void stream_header(uint64_t k, unsigned char *h)
+{
+	h[0] = 'S';
+	for (int i = 0; i < 8; i++)
+		h[1 + i] = (unsigned char)(k >> (8 * i));
+}
+
+/* Does got[0..n) equal the stream from byte off on? */
+static bool stream_check(uint64_t off, const unsigned char *got, size_t n)
+{
+	while (n > 0) {
+		uint64_t k = off / o.size;
+		uint32_t in = (uint32_t)(off % o.size);
+		size_t len = o.size - in < n ? o.size - in : n;
+		size_t done = 0;
+		if (in < SHDR) {
+			unsigned char h[SHDR];
+			stream_header(k, h);
+			done = SHDR - in < len ? SHDR - in : len;
+			if (memcmp(got, h + in, done) != 0)
+				return false;
+		}
+		if (memcmp(got + done, patterns[k % NPATTERNS] + in + done, len - done) != 0)
+			return false;
+		off += len;
+		got += len;
+		n -= len;
+	}
+	return true;
+}
+
+/* A blocking call timed out (SO_SNDTIMEO/SO_RCVTIMEO): past the deadline? */
+static bool stream_timed_out(struct stream *st)
+{
+	if (now_ns() <= deadline_ns)
+		return false;
+	stream_fail(st, "timeout");
+	return true;
+}
+
+static void *stream_sender(void *arg)
+{
+	struct stream *st = arg;
+	double cpu0 = thread_cpu_seconds();
+	while (st->sent < o.bytes && !atomic_load(&st->stop)) {
+		uint64_t k = st->sent / o.size;
+		uint32_t in = (uint32_t)(st->sent % o.size);
+		uint64_t left = o.bytes - st->sent;
+		uint32_t end = left < o.size - in ? in + (uint32_t)left : o.size;
+		unsigned char h[SHDR];
+		stream_header(k, h);
+		struct iovec iov[2];
+		int n = 0;
+		if (in < SHDR)
+			iov[n++] = (struct iovec){h + in, (end < SHDR ? end : SHDR) - in};
+		if (end > SHDR) {
+			uint32_t from = in > SHDR ? in : SHDR;
+			iov[n++] = (struct iovec){patterns[k % NPATTERNS] + from, end - from};
+		}
+		ssize_t w = writev(st->fd, iov, n);
+		if (w > 0) {
+			st->sent += (uint64_t)w;
+		} else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+			if (stream_timed_out(st))
+				break;
+		} else {
+			stream_fail(st, w == 0 ? "write returned 0" : strerror(errno));
+			break;
+		}
+	}
+	st->cpu_tx = thread_cpu_seconds() - cpu0;
+	return NULL;
+}
+
+/* The reader (the calling thread): until every byte is back and checked. */
+static void stream_receiver(struct stream *st)
+{
+	unsigned char *buf = malloc(RBUF);
+	double cpu0 = thread_cpu_seconds();
+	if (!buf) {
+		stream_fail(st, "malloc");
+		return;
+	}
+	while (st->got < o.bytes && !atomic_load(&st->stop)) {
+		uint64_t left = o.bytes - st->got;
+		ssize_t r =
+		    read(o.mode == M_ONEWAY ? st->echo_fd : st->fd, buf, left < RBUF ? left : RBUF);
+		if (r > 0) {
+			if (!stream_check(st->got, buf, (size_t)r)) {
+				fprintf(stderr, "loadgen: bytes %llu..%llu back:\n",
+				        (unsigned long long)st->got,
+				        (unsigned long long)(st->got + (uint64_t)r));
+				stream_fail(st, "echo differs from the stream sent");
+				break;
+			}
+			st->got += (uint64_t)r;
+		} else if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+			if (stream_timed_out(st))
+				break;
+		} else {
+			stream_fail(st, r == 0 ? "EOF before the whole stream" : strerror(errno));
+			break;
+		}
+	}
+	st->t1 = now_ns();
+	st->cpu_rx = thread_cpu_seconds() - cpu0;
+	free(buf);
+}
+
+/* The ceiling's server: blocking recv, then send all of it, until EOF. */
+static void *stream_echo(void *arg)
+{
+	struct stream *st = arg;
+	unsigned char *buf = malloc(ECHOBUF);
+	double cpu0 = thread_cpu_seconds();
+	while (buf && !atomic_load(&st->stop)) {
+		ssize_t r = recv(st->echo_fd, buf, ECHOBUF, 0);
+		if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+			if (stream_timed_out(st))
+				break;
+			continue;
+		}
+		if (r <= 0)
+			break; /* the client's reset at the end, or its failure */
+		for (ssize_t off = 0; off < r && !atomic_load(&st->stop);) {
+			ssize_t w = send(st->echo_fd, buf + off, (size_t)(r - off), 0);
+			if (w > 0)
+				off += w;
+			else if (w < 0 && (errno == EAGAIN || errno == EINTR))
+				stream_timed_out(st);
+			else
+				break;
+		}
+	}
+	st->cpu_echo = thread_cpu_seconds() - cpu0;
+	free(buf);
+	return NULL;
+}
+
+/* Blocking, with 0.2 s timeouts so the deadline is looked at. */
+static void stream_socket_opts(int fd)
+{
+	int one = 1;
+	struct timeval tv = {.tv_usec = 200000};
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+static int mode_stream(void)
+{
+	struct stream st = {.fd = -1, .echo_fd = -1};
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o.port)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int lfd = -1;
+	bool local = o.mode == M_CEILING || o.mode == M_ONEWAY;
+	if (local) { /* our own listener on a port of the kernel's choice */
+		socklen_t len = sizeof(sa);
+		sa.sin_port = 0;
+		lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+		    listen(lfd, 1) < 0 || getsockname(lfd, (struct sockaddr *)&sa, &len) < 0) {
+			perror("loadgen: ceiling listener");
+			return 1;
+		}
+	}
+	st.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (st.fd < 0 || connect(st.fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		perror("loadgen: connect");
+		return 1;
+	}
+	stream_socket_opts(st.fd);
+	pthread_t echo, tx;
+	bool echoing = false;
+	if (local) {
+		st.echo_fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		close(lfd);
+		if (st.echo_fd < 0) {
+			perror("loadgen: accept");
+			return 1;
+		}
+		stream_socket_opts(st.echo_fd);
+	}
+	if (o.mode == M_CEILING) {
+		echoing = pthread_create(&echo, NULL, stream_echo, &st) == 0;
+		if (!echoing) {
+			fprintf(stderr, "loadgen: cannot start the echo thread\n");
+			return 1;
+		}
+	}
+	st.t0 = now_ns();
+	if (pthread_create(&tx, NULL, stream_sender, &st) != 0) {
+		fprintf(stderr, "loadgen: cannot start the sender thread\n");
+		stream_fail(&st, "no sender");
+	} else {
+		stream_receiver(&st);
+		if (st.got < o.bytes)
+			stream_fail(&st, "stopped early"); /* unblocks the sender */
+		pthread_join(tx, NULL);
+	}
+	/* A reset, as elsewhere: it also ends the echo thread's recv. */
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	setsockopt(st.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(st.fd);
+	if (echoing)
+		pthread_join(echo, NULL);
+	if (st.echo_fd >= 0)
+		close(st.echo_fd);
+	uint64_t err = st.why != NULL;
+	double secs = (double)(st.t1 - st.t0) / 1e9;
+	printf("result mode=%s size=%u bytes=%llu secs=%.4f mbps=%.2f cpu=%.2f",
+	       o.mode == M_CEILING  ? "ceiling"
+	       : o.mode == M_ONEWAY ? "oneway"
+	                            : "stream",
+	       o.size, (unsigned long long)st.got, secs, (double)st.got / secs / 1e6,
+	       (st.cpu_tx + st.cpu_rx) / secs);
+	if (o.mode == M_CEILING)
+		printf(" server_cpu=%.2f", st.cpu_echo / secs);
+	printf(" errors=%llu\n", (unsigned long long)err);
+	return err ? 1 : 0;
+}
+
 /* ---- options ------------------------------------------------------------------- */
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: loadgen --port P --mode echo|conn|idle|push [--conns N] "
+	fprintf(stderr, "usage: loadgen --port P --mode echo|conn|idle|push|stream [--conns N] "
 	                "[--size B] [--rounds R] [--duration S] [--warmup S] [--inflight K] "
-	                "[--procs P] [--pushes K] [--hold S] [--timeout S] [--src-ports L-H]\n");
+	                "[--procs P] [--pushes K] [--hold S] [--bytes B] [--timeout S] "
+	                "[--src-ports L-H]\n"
+	                "       loadgen --mode ceiling|oneway [--size B] [--bytes B] "
+	                "[--timeout S]\n");
 	exit(2);
 }
 
@@ -717,6 +996,7 @@ static void parse(int argc, char **argv)
 	                  .inflight = 1000,
 	                  .pushes = 5,
 	                  .hold = 30,
+	                  .bytes = 1ull << 30,
 	                  .timeout = 60,
 	                  .duration = 2,
 	                  .src_lo = 10000,
@@ -727,11 +1007,14 @@ static void parse(int argc, char **argv)
 		if (!strcmp(k, "--port"))
 			o.port = (int)num(v, 65535);
 		else if (!strcmp(k, "--mode"))
-			o.mode = !strcmp(v, "echo")   ? M_ECHO
-			         : !strcmp(v, "conn") ? M_CONN
-			         : !strcmp(v, "idle") ? M_IDLE
-			         : !strcmp(v, "push") ? M_PUSH
-			                              : (enum mode) - 1;
+			o.mode = !strcmp(v, "echo")      ? M_ECHO
+			         : !strcmp(v, "conn")    ? M_CONN
+			         : !strcmp(v, "idle")    ? M_IDLE
+			         : !strcmp(v, "push")    ? M_PUSH
+			         : !strcmp(v, "stream")  ? M_STREAM
+			         : !strcmp(v, "ceiling") ? M_CEILING
+			         : !strcmp(v, "oneway")  ? M_ONEWAY
+			                                 : (enum mode) - 1;
 		else if (!strcmp(k, "--conns"))
 			o.conns = (uint32_t)num(v, 1e6);
 		else if (!strcmp(k, "--size"))
@@ -750,6 +1033,8 @@ static void parse(int argc, char **argv)
 			o.pushes = (uint32_t)num(v, 1000);
 		else if (!strcmp(k, "--hold"))
 			o.hold = num(v, 86400);
+		else if (!strcmp(k, "--bytes"))
+			o.bytes = (uint64_t)num(v, 1e13);
 		else if (!strcmp(k, "--timeout"))
 			o.timeout = num(v, 86400);
 		else if (!strcmp(k, "--src-ports")) {
@@ -762,8 +1047,8 @@ static void parse(int argc, char **argv)
 		} else
 			usage();
 	}
-	if (argc % 2 == 0 || !o.port || (int)o.mode < 0 || !o.conns || !o.size || !o.inflight ||
-	    !o.pushes)
+	if (argc % 2 == 0 || (!o.port && o.mode < M_CEILING) || (int)o.mode < 0 || !o.conns ||
+	    !o.size || !o.inflight || !o.pushes || !o.bytes)
 		usage();
 	if ((o.mode == M_CONN || o.mode == M_IDLE || o.mode == M_PUSH) && !o.rounds)
 		o.rounds = 1;
@@ -782,6 +1067,8 @@ int main(int argc, char **argv)
 	deadline_ns = now_ns() + (uint64_t)(o.timeout * 1e9);
 	if (o.mode == M_CONN || o.mode == M_IDLE)
 		return mode_conns();
+	if (o.mode >= M_STREAM)
+		return mode_stream();
 	setup_process(0, o.conns);
 	int status = o.mode == M_ECHO ? mode_echo() : mode_push();
 	close_all();

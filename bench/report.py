@@ -7,7 +7,9 @@ one SVG bar chart per scenario. Standard library only.
 Every figure is the median over runs, with min..max beside it, and its ratio
 to the raw epoll server's median (the practical limit: above 1 means "more
 than raw epoll", which is better for throughput and worse for time, memory
-and instructions; each row says which way is better).
+and instructions; each row says which way is better). The stream scenario
+also has a "ceiling" column (loadgen against its own blocking echo thread)
+and a row with each server's share of it.
 """
 import csv
 import html
@@ -16,12 +18,19 @@ import statistics
 import sys
 from collections import defaultdict
 
-SERVER_ORDER = ["proact-epoll", "proact-uring", "epoll", "uring", "libuv", "libevent"]
+SERVER_ORDER = ["proact-epoll", "proact-uring", "epoll", "uring", "libuv", "libuv-pool",
+                "libevent"]
 BASELINE = "epoll"
+CEILING = "ceiling"  # not a server: always the last column
+
+# Rows that give each server's median as a share of the ceiling's, per
+# scenario and metric; the label of the row.
+CEILING_ROWS = {("stream-64k", "mbps"): "stream-64k: share of the ceiling"}
 
 # (scenario, metric, label, unit, scale, better) for the table and charts.
 ROWS = [
     ("echo-64k", "mbps", "echo-64k throughput", "MB/s", 1, "higher"),
+    ("stream-64k", "mbps", "stream-64k throughput", "MB/s", 1, "higher"),
     ("conn-8192", "secs", "conn-8k wall time", "ms", 1e3, "lower"),
     ("conn-fit", "slope", "conn 1k..16k slope", "us/conn", 1, "lower"),
     ("conn-fit", "intercept", "conn 1k..16k intercept", "ms", 1, "lower"),
@@ -46,6 +55,7 @@ ROWS = [
 # One chart per scenario: its headline row.
 CHARTS = [
     ("echo-64k", "mbps"),
+    ("stream-64k", "mbps"),
     ("conn-8192", "secs"),
     ("conn-fit", "slope"),
     ("pingpong-1000", "rps"),
@@ -60,10 +70,22 @@ CHARTS = [
 
 def load(path):
     data = defaultdict(list)  # (scenario, metric, server) -> [values]
+    by_run = defaultdict(dict)  # (scenario, metric, server) -> {run: value}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
-            data[(row["scenario"], row["metric"], row["server"])].append(float(row["value"]))
-    return data
+            key = (row["scenario"], row["metric"], row["server"])
+            data[key].append(float(row["value"]))
+            by_run[key][row["run"]] = float(row["value"])
+    return data, by_run
+
+
+def ceiling_share(by_run, sc, m, s):
+    """Median over runs of server / ceiling, each run against the ceiling
+    measured in the same round (runs alternate, so the pair shares the
+    machine's state of the moment); None without a pair."""
+    own, ceil = by_run.get((sc, m, s), {}), by_run.get((sc, m, CEILING), {})
+    pairs = [own[r] / ceil[r] for r in own if r in ceil and ceil[r] > 0]
+    return statistics.median(pairs) if pairs else None
 
 
 def fit_conn(data, servers):
@@ -108,7 +130,8 @@ def svg_chart(path, title, unit, better, rows):
            f'median of runs, whisker min..max</text>']
     for i, (srv, med, lo, hi) in enumerate(rows):
         y = top + i * (bar + gap)
-        color = "#d9822b" if srv.startswith("proact") else "#4a7ab5"
+        color = ("#d9822b" if srv.startswith("proact") else
+                 "#999999" if srv == CEILING else "#4a7ab5")
         out.append(f'<text x="{left - 8}" y="{y + bar * 0.7}" text-anchor="end">'
                    f'{html.escape(srv)}</text>')
         out.append(f'<rect x="{left}" y="{y}" width="{max(med * scale, 1):.1f}" '
@@ -129,9 +152,10 @@ def svg_chart(path, title, unit, better, rows):
 
 def main():
     outdir = sys.argv[1]
-    data = load(os.path.join(outdir, "raw.csv"))
+    data, by_run = load(os.path.join(outdir, "raw.csv"))
     present = {s for (_, _, s) in data}
-    servers = [s for s in SERVER_ORDER if s in present] + sorted(present - set(SERVER_ORDER))
+    servers = [s for s in SERVER_ORDER if s in present] + sorted(
+        present - set(SERVER_ORDER) - {CEILING}) + ([CEILING] if CEILING in present else [])
     fit_conn(data, servers)
 
     def stats(sc, m, s, scale=1):
@@ -145,7 +169,7 @@ def main():
     with open(os.path.join(outdir, "summary.csv"), "w", newline="") as f:
         wr = csv.writer(f)
         wr.writerow(["scenario", "metric", "server", "median", "min", "max", "runs",
-                     "ratio_to_epoll"])
+                     "ratio_to_epoll", "ratio_to_ceiling"])
         for sc, m in keys:
             base = stats(sc, m, BASELINE)
             for s in servers:
@@ -153,8 +177,10 @@ def main():
                 if not st:
                     continue
                 ratio = st[0] / base[0] if base and base[0] else ""
+                share = ceiling_share(by_run, sc, m, s) if (sc, m) in CEILING_ROWS else None
                 wr.writerow([sc, m, s, f"{st[0]:.6g}", f"{st[1]:.6g}", f"{st[2]:.6g}", st[3],
-                             f"{ratio:.3f}" if ratio != "" else ""])
+                             f"{ratio:.3f}" if ratio != "" else "",
+                             f"{share:.3f}" if share is not None else ""])
 
     # summary.md: the headline rows, one column per server.
     lines = []
@@ -163,6 +189,10 @@ def main():
         with open(machine) as f:
             lines += ["```", f.read().strip(), "```", ""]
     lines.append("Median of runs (min..max); below it, the ratio to raw epoll.")
+    if CEILING in servers:
+        lines.append("The ceiling column is no server: loadgen's stream against its own "
+                     "blocking echo thread (see bench/README.md); the share row is the median "
+                     "of per-run ratios to it.")
     lines.append("")
     lines.append("| scenario | unit | better | " + " | ".join(servers) + " |")
     lines.append("|---|---|---|" + "---|" * len(servers))
@@ -183,8 +213,15 @@ def main():
             cells.append(cell)
         if any(cells):
             lines.append(f"| {label} | {unit} | {better} | " + " | ".join(cells) + " |")
+        if (sc, m) in CEILING_ROWS and stats(sc, m, CEILING):
+            shares = [ceiling_share(by_run, sc, m, s) if s != CEILING else None
+                      for s in servers]
+            lines.append(f"| {CEILING_ROWS[(sc, m)]} | x ceiling | {better} | " +
+                         " | ".join(f"x{v:.2f}" if v is not None else "" for v in shares) +
+                         " |")
     cpu_rows = []
-    for sc in ("echo-64k", "conn-8192", "pingpong-1000", "pingpong-10000", "push-10k"):
+    for sc in ("echo-64k", "stream-64k", "conn-8192", "pingpong-1000", "pingpong-10000",
+               "push-10k"):
         cells = []
         for s in servers:
             lg, sv = stats(sc, "cpu", s), stats(sc, "server_cpu", s)

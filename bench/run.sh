@@ -7,19 +7,24 @@
 # Options (after --quick or alone):
 #   --runs N          runs per server and scenario (default 5, quick 1)
 #   --scenarios LIST  comma-separated subset of:
-#                     echo,conn,pingpong,idle,push,callgrind
+#                     echo,stream,conn,pingpong,idle,push,callgrind
 #   --servers LIST    comma-separated subset of:
 #                     proact-epoll,proact-uring,proact-epoll-t2,proact-uring-t2,
-#                     epoll,uring,libuv,libevent
+#                     epoll,uring,libuv,libuv-pool,libevent
 #                     (the -t2 servers run proact_echo with 2 threads, one
 #                     watcher and one SO_REUSEPORT listener each; they sit out
-#                     push, which needs one thread, and callgrind, see below)
+#                     push, which needs one thread, and callgrind, see below;
+#                     the stream scenario also measures its own "ceiling" row,
+#                     whatever this list says)
 #   --out DIR         where the results go (default bench/results/<quick|full>;
 #                     a partial run elsewhere keeps the published results)
+#   --build DIR       build directory (default build/bench), e.g. to leave
+#                     that one alone while someone else uses it
 #
-# Builds Release with -DPROACT_BENCH=ON into build/bench, then runs each
-# scenario against every server, alternating servers run by run (A B C A B C
-# ...) so that slow drifts of this shared machine spread over all of them.
+# Builds Release with -DPROACT_BENCH=ON into build/bench (or --build), then
+# runs each scenario against every server, alternating servers run by run
+# (A B C A B C ...) so that slow drifts of this shared machine spread over all
+# of them.
 # Each run gets a fresh server on a fresh port. Results go to
 # bench/results/<quick|full>/: raw.csv (every figure of every run),
 # summary.csv and summary.md (medians, min..max, ratio to raw epoll) and one
@@ -34,8 +39,9 @@ ARGS="$*"
 MODE=full
 RUNS=""
 OUT_ARG=""
-SCENARIOS="echo,conn,pingpong,idle,push,callgrind"
-SERVERS="proact-epoll,proact-uring,proact-epoll-t2,proact-uring-t2,epoll,uring,libuv,libevent"
+BUILD_ARG=""
+SCENARIOS="echo,stream,conn,pingpong,idle,push,callgrind"
+SERVERS="proact-epoll,proact-uring,proact-epoll-t2,proact-uring-t2,epoll,uring,libuv,libuv-pool,libevent"
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) MODE=quick ;;
@@ -43,7 +49,8 @@ while [ $# -gt 0 ]; do
 	--scenarios) SCENARIOS=$2; shift ;;
 	--servers) SERVERS=$2; shift ;;
 	--out) OUT_ARG=$2; shift ;;
-	*) echo "usage: bash bench/run.sh [--quick] [--runs N] [--scenarios LIST] [--servers LIST] [--out DIR]" >&2
+	--build) BUILD_ARG=$2; shift ;;
+	*) echo "usage: bash bench/run.sh [--quick] [--runs N] [--scenarios LIST] [--servers LIST] [--out DIR] [--build DIR]" >&2
 	   exit 2 ;;
 	esac
 	shift
@@ -52,6 +59,7 @@ done
 if [ "$MODE" = quick ]; then
 	RUNS=${RUNS:-1}
 	ECHO_SECS=1         # echo-64k seconds per run (after 0.2 s warm-up)
+	STREAM_BYTES=$((256 << 20)) # stream-64k bytes per run, each way
 	CONN_SIZES="1024 4096 8192 16384"
 	PP_CONNS="1000"     # ping-pong connection counts
 	PP_SECS=1
@@ -61,6 +69,7 @@ if [ "$MODE" = quick ]; then
 else
 	RUNS=${RUNS:-5}
 	ECHO_SECS=3
+	STREAM_BYTES=$((1 << 30))
 	CONN_SIZES="1024 2048 4096 8192 16384"
 	PP_CONNS="1000 10000"
 	PP_SECS=3
@@ -69,7 +78,7 @@ else
 	CG_ROUNDS="2000 22000"
 fi
 
-BUILD=$ROOT/build/bench
+BUILD=${BUILD_ARG:-$ROOT/build/bench}
 BIN=$BUILD/bench
 OUT=${OUT_ARG:-$ROOT/bench/results/$MODE}
 TMP=$(mktemp -d /tmp/proact-bench.XXXXXX)
@@ -124,7 +133,7 @@ install_deps() {
 }
 
 install_deps
-log "building Release into build/bench"
+log "building Release into ${BUILD#"$ROOT"/}"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DPROACT_BENCH=ON \
 	-DPROACT_TESTS=OFF -DPROACT_EXAMPLES=OFF >"$TMP/cmake.log" 2>&1 ||
 	{ cat "$TMP/cmake.log" >&2; exit 1; }
@@ -140,6 +149,7 @@ server_cmd() {
 	epoll) echo "$BIN/epoll_echo" ;;
 	uring) echo "$BIN/uring_echo" ;;
 	libuv) echo "$BIN/uv_echo" ;;
+	libuv-pool) echo "$BIN/uv_echo --pool" ;;
 	libevent) echo "$BIN/event_echo" ;;
 	*) return 1 ;;
 	esac
@@ -201,14 +211,16 @@ record() { echo "$1,$2,$3,$4,$5" >>"$RAW"; }
 
 # load SCENARIO SERVER RUN LIMIT_S loadgen-args...: one loadgen run against the
 # running server; records every number of its result line and the server's
-# CPU use (cores) during it.
+# CPU use (cores) during it. With no server running (SPID empty: the stream
+# ceiling, where loadgen is its own echo) only the result line is recorded.
 load() {
 	local sc=$1 srv=$2 run=$3 limit=$4
 	shift 4
-	local c0 t0 c1 t1
+	local c0 t0 c1 t1 port=()
+	[ -n "$SPID" ] && port=(--port "$PORT")
 	c0=$(cpu_ticks "$SPID")
 	t0=$(now_s)
-	if ! timeout "$limit" "$BIN/loadgen" --port "$PORT" --timeout "$limit" "$@" \
+	if ! timeout "$limit" "$BIN/loadgen" ${port[@]+"${port[@]}"} --timeout "$limit" "$@" \
 		>"$TMP/load.out" 2>"$TMP/load.err"; then
 		log "FAILED: $sc $srv run $run: $(head -3 "$TMP/load.err" | tr '\n' ' ')"
 		FAILURES=$((FAILURES + 1))
@@ -223,7 +235,7 @@ load() {
 		*=*) [[ ${kv#*=} =~ ^[0-9.]+$ ]] && record "$sc" "$srv" "$run" "${kv%%=*}" "${kv#*=}" ;;
 		esac
 	done
-	record "$sc" "$srv" "$run" server_cpu \
+	[ -n "$SPID" ] && record "$sc" "$srv" "$run" server_cpu \
 		"$(awk -v d=$((c1 - c0)) -v k="$CLK" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", d / k / (b - a)}')"
 	return 0
 }
@@ -257,6 +269,22 @@ if has echo; then
 			start_server "$s" || continue
 			load echo-64k "$s" "$run" 30 --mode echo --conns 1 --size 65536 \
 				--warmup 0.2 --duration "$ECHO_SECS" || true
+			stop_server
+		done
+	done
+fi
+
+if has stream; then
+	log "stream-64k: one connection, $((STREAM_BYTES >> 20)) MiB in 64 KiB writes, echoed; and the ceiling"
+	for run in $(seq "$RUNS"); do
+		# The ceiling: loadgen's own blocking echo thread, no server (see
+		# bench/README.md for why this and not a one-way transfer).
+		load stream-64k ceiling "$run" 60 --mode ceiling --size 65536 \
+			--bytes "$STREAM_BYTES" || true
+		for s in "${SRV_LIST[@]}"; do
+			start_server "$s" || continue
+			load stream-64k "$s" "$run" 60 --mode stream --size 65536 \
+				--bytes "$STREAM_BYTES" || true
 			stop_server
 		done
 	done

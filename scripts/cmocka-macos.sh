@@ -25,12 +25,13 @@ fi
 src=$tools/cmocka-src
 if ! ls "$src"/cmocka-*/CMakeLists.txt >/dev/null 2>&1; then
 	apt_dir=$tools/apt-src
-	mkdir -p "$apt_dir/lists/partial" "$src"
+	mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$src"
 	keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 	echo "deb-src [signed-by=$keyring] http://deb.debian.org/debian bookworm main" \
 		>"$apt_dir/sources.list"
 	apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
-		-o "Dir::State::Lists=$apt_dir/lists" -o "APT::Sandbox::User=root")
+		-o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
+		-o "APT::Sandbox::User=$(id -un)")
 	echo "cmocka-macos: fetching Debian's cmocka source" >&2
 	apt-get "${apt_opts[@]}" update -q >&2
 	(cd "$src" && apt-get "${apt_opts[@]}" source --download-only cmocka >&2)

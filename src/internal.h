@@ -282,6 +282,10 @@ void proact__io_done(struct proact_watcher *w, struct proact__fd *f, int dir, ss
 /* The backend cannot watch one direction of f (the kernel refused): the
    requests waiting on that side fail with error. */
 void proact__fd_fail(struct proact_watcher *w, struct proact__fd *f, int dir, int error);
+/* A backend has the result of a parked read (a receive linked to its poll):
+   gives the read its node back. False when out of memory: the fd is paused,
+   retried later, and the backend keeps the result until then. */
+bool proact__unpark_for_result(struct proact_watcher *w, struct proact__fd *f);
 void proact__process_dirty(struct proact_watcher *w);
 void proact__expire(struct proact_watcher *w, uint64_t now);
 void proact__resume_paused(struct proact_watcher *w);

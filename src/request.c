@@ -434,6 +434,14 @@ static bool unpark(struct proact_watcher *w, struct proact__fd *f)
 	return true;
 }
 
+bool proact__unpark_for_result(struct proact_watcher *w, struct proact__fd *f)
+{
+	if (unpark(w, f))
+		return true;
+	pause_fd(w, f);
+	return false;
+}
+
 /* A parked read with no data known: the backend arms what tells it of data
    (epoll's registration already does; io_uring adds a poll). */
 static void arm_parked(struct proact_watcher *w, struct proact__fd *f)

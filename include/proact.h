@@ -58,6 +58,7 @@ enum proact_op {
 	PROACT_OP_SHUTDOWN = 8, /* shutdown(SHUT_WR) once every earlier write is out */
 	PROACT_OP_RECVFROM = 9, /* receive one datagram and its source address */
 	PROACT_OP_SENDTO = 10,  /* send one datagram (to addr, if given) */
+	PROACT_OP_TIMER = 11,   /* fire once at the deadline; no fd (see proact_timer) */
 };
 
 /** Request flags (struct proact_request.flags). */
@@ -73,7 +74,7 @@ enum proact_op {
  * Unused fields must be zero (a designated initializer does it).
  */
 struct proact_request {
-	int fd;                  /* the descriptor; registered on first use */
+	int fd;                  /* the descriptor; registered on first use (TIMER: -1) */
 	uint8_t op;              /* enum proact_op, any but FREE and DETACH */
 	uint8_t reserved[3];     /* must be zero */
 	uint32_t flags;          /* PROACT_FULL (READ only) */
@@ -86,13 +87,14 @@ struct proact_request {
 	struct sockaddr *addr;   /* CONNECT, SENDTO: the destination (SENDTO: NULL on a
 	                            connected socket); ACCEPT, RECVFROM: where the
 	                            peer's address goes, or NULL */
-	uint64_t deadline;       /* CLOCK_MONOTONIC ns, absolute; 0 = none */
+	uint64_t deadline;       /* CLOCK_MONOTONIC ns, absolute; 0 = none
+	                            (TIMER: when it fires, 0 = at once) */
 	void *ctx;               /* returned untouched in the completion */
 };
 
 /** One completion, as filled in by proact_wait(). All fields read-only. */
 struct proact_completion {
-	int fd;     /* the descriptor the request was submitted on */
+	int fd;     /* the descriptor the request was submitted on (TIMER: -1) */
 	uint8_t op; /* enum proact_op */
 	uint8_t reserved[3];
 	uint32_t flags;   /* PROACT_COMP_* */
@@ -270,7 +272,9 @@ PROACT_API int proact_write_deadline(proact_watcher *w, int fd, const void *buf,
  * proact_write). -EINVAL also for NULL reqs, @n < 0, an unknown op, FREE or
  * DETACH, a nonzero reserved field, and a field the op does not use that is
  * not zero (an iov on a READ, an address on a WRITE, a buffer on an ACCEPT or
- * SHUTDOWN...). @n == 0 returns 0. Any thread.
+ * SHUTDOWN...). @n == 0 returns 0. A TIMER request (see proact_timer) takes
+ * fd -1 (any other fd is -EINVAL), its time in deadline, and ctx; it gets no
+ * id. Any thread.
  */
 PROACT_API int proact_submit(proact_watcher *w, const struct proact_request *reqs, int n);
 
@@ -378,6 +382,55 @@ PROACT_API int proact_sendto(proact_watcher *w, int fd, const void *buf, size_t 
  */
 PROACT_API int proact_free(proact_watcher *w, int fd, void *ctx);
 PROACT_API int proact_detach(proact_watcher *w, int fd, void *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Timers                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * proact_timer - queue a timer that fires once at @deadline.
+ * proact_timer_cancel - take back a timer that has not fired yet.
+ *
+ * A timer is a request with no fd. It completes once, never before @deadline
+ * (absolute CLOCK_MONOTONIC ns: see proact_now() and proact_deadline_in()),
+ * in a proact_wait() batch like any other completion: op PROACT_OP_TIMER,
+ * fd -1, error 0, size 0, buf NULL, newfd -1, @ctx as given. A deadline
+ * already past (0 included) fires at the next proact_wait(). Timers fire in
+ * the order of their deadlines; equal deadlines fire in no set order.
+ * Timers share the watcher's deadline heap with the deadlines of other
+ * requests: adding, cancelling and firing cost O(log n) for n pending
+ * deadlines, and a timer holds one request node, as any request does.
+ *
+ * @id: if not NULL, receives the name of the timer for proact_timer_cancel().
+ * An id is never 0 and never names another timer of this watcher, also long
+ * after this one completed.
+ *
+ * proact_timer_cancel() completes the pending timer @id with ECANCELED
+ * instead, delivered by proact_wait() like any completion. So every timer
+ * that proact_timer() accepted yields exactly one completion, fired or
+ * cancelled, and @ctx can be released when it arrives. Once a timer fired
+ * (even if its completion was not delivered yet) or was cancelled, its id is
+ * spent: cancelling it again returns -ENOENT and changes nothing.
+ * proact_watcher_shutdown() drops pending timers with no completion, as it
+ * does every request.
+ *
+ * The same timer can be queued with proact_submit() (op PROACT_OP_TIMER, fd
+ * -1, the time in deadline, ctx, every other field zero); it gets no id, so
+ * nothing but shutdown cancels it.
+ *
+ * Threads: any thread, concurrently with any call but
+ * proact_watcher_destroy(). A timer that becomes the nearest deadline, or a
+ * cancel, from another thread wakes a thread blocked in proact_wait(), so the
+ * timer fires on time and the cancellation is delivered at once.
+ *
+ * proact_timer() returns 0, or -EINVAL (NULL w), -ESHUTDOWN, -ENOBUFS (the
+ * watcher holds max_pending requests: timers count among them), -ENOMEM.
+ * proact_timer_cancel() returns 0, or -EINVAL (NULL w), -ESHUTDOWN, -ENOENT
+ * (no pending timer has this id).
+ * Completion errors: 0 (fired), ECANCELED (proact_timer_cancel).
+ */
+PROACT_API int proact_timer(proact_watcher *w, uint64_t deadline, void *ctx, uint64_t *id);
+PROACT_API int proact_timer_cancel(proact_watcher *w, uint64_t id);
 
 /* ------------------------------------------------------------------------ */
 /* Completions                                                               */

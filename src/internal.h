@@ -72,6 +72,7 @@ struct proact__req {
 	union {
 		int iovcnt;        /* WRITEV */
 		socklen_t addrlen; /* room at addr; ACCEPT, RECVFROM: then its length */
+		uint32_t slot;     /* TIMER: its entry in the timer table */
 	};
 	int error;    /* positive errno once completed */
 	int32_t pool; /* READ: pool buffer index of buf, or -1 */
@@ -131,6 +132,24 @@ _Static_assert(sizeof(struct proact__fd) <= 64, "an idle connection costs one fd
 struct proact__heap {
 	struct proact__req **v;
 	uint32_t n, cap;
+};
+
+/*
+ * Pending timers by id, for proact_timer_cancel: an id is the slot (low 32
+ * bits) and the slot's generation (high 32 bits), which goes up each time the
+ * slot is freed, so an old id never names a newer timer. A slot whose
+ * generation would wrap is retired instead of reused.
+ */
+struct proact__timer_slot {
+	struct proact__req *req; /* the pending timer, or NULL */
+	uint32_t gen;            /* 1 on first use; 0: retired */
+	uint32_t next_free;      /* while free: the next free slot + 1, or 0 */
+};
+
+struct proact__timers {
+	struct proact__timer_slot *v;
+	uint32_t n, cap;    /* slots ever used; room */
+	uint32_t free_head; /* a free slot + 1, or 0: none (a zeroed watcher has none) */
 };
 
 struct proact__pool {
@@ -234,6 +253,7 @@ struct proact_watcher {
 	struct proact__refs *refs_spare, *refs_all;
 
 	struct proact__heap heap;
+	struct proact__timers timers;
 	struct proact__pool pool;
 
 	uint32_t pending, max_pending, max_pending_fd;
@@ -248,6 +268,7 @@ struct proact_watcher {
 	bool sleeping;  /* ...and blocked in the kernel without the lock */
 	bool wake_sent; /* a wakeup is on its way to the sleeper */
 	bool woken;     /* proact_wakeup was called */
+	bool sooner;    /* a submission made the nearest deadline earlier */
 	uint8_t poll_skips;
 };
 
@@ -301,6 +322,7 @@ int proact__close_fd(struct proact_watcher *w, int fd, void *ctx, bool detach);
 void proact__release_held(struct proact_watcher *w);
 int proact__iov_resume(const struct proact__req *r, size_t *offset);
 int proact__deliver(struct proact_watcher *w, struct proact_completion *out, int max);
+void proact__done_push(struct proact_watcher *w, struct proact__req *r);
 void proact__drop_all(struct proact_watcher *w);
 
 /* send.c: sends what is left of WRITE, WRITEV or SENDTO head r without
@@ -328,5 +350,12 @@ static inline struct proact__req *proact__heap_min(const struct proact__heap *h)
 	return h->n ? h->v[0] : NULL;
 }
 void proact__heap_destroy(struct proact__heap *h);
+/* Pushes r (deadline set) and notes whether it is now the nearest one. */
+int proact__deadline_add(struct proact_watcher *w, struct proact__req *r);
+/* Timer requests: no fd, only a deadline in the heap and a slot that names it. */
+int proact__timer_add(struct proact_watcher *w, uint64_t deadline, void *ctx, uint64_t *id);
+int proact__timer_cancel(struct proact_watcher *w, uint64_t id);
+void proact__timer_finish(struct proact_watcher *w, struct proact__req *r, int error);
+void proact__timers_destroy(struct proact__timers *t);
 
 #endif

@@ -251,7 +251,7 @@ static void queue_unlink(struct proact__fd *f, int dir, struct proact__req *r)
 	r->next = r->prev = NULL;
 }
 
-static void done_push(struct proact_watcher *w, struct proact__req *r)
+void proact__done_push(struct proact_watcher *w, struct proact__req *r)
 {
 	r->next = NULL;
 	if (w->done_tail)
@@ -299,7 +299,7 @@ static void finish(struct proact_watcher *w, struct proact__req *r, int error)
 	r->f = NULL;
 	f->pending--;
 	w->pending--;
-	done_push(w, r);
+	proact__done_push(w, r);
 	if (r->op == PROACT_OP_CONNECT)
 		connect_done(w, f, error);
 }
@@ -592,6 +592,10 @@ void proact__expire(struct proact_watcher *w, uint64_t now)
 {
 	struct proact__req *r;
 	while ((r = proact__heap_min(&w->heap)) && r->deadline <= now) {
+		if (r->op == PROACT_OP_TIMER) {
+			proact__timer_finish(w, r, 0);
+			continue;
+		}
 		if (r->f->state != PROACT__FD_ACTIVE) {
 			proact__heap_remove(&w->heap, r); /* closing: ECANCELED soon */
 			continue;
@@ -622,7 +626,7 @@ static void finish_close(struct proact_watcher *w, struct proact__fd *f)
 		proact__resume_paused(w); /* a descriptor is free: paused accepts may go on */
 	}
 	fd_reset(f);
-	done_push(w, c);
+	proact__done_push(w, c);
 }
 
 static void start_close(struct proact_watcher *w, struct proact__fd *f)
@@ -746,6 +750,14 @@ static int validate_lifecycle(const struct proact_request *q)
 	}
 }
 
+/* A timer has its deadline and ctx alone; fd -1 says it has no fd. */
+static int validate_timer(const struct proact_request *q)
+{
+	bool unused =
+	    !q->flags && !q->buf && !q->len && !q->iov && !q->iovcnt && !q->addr && !q->addrlen;
+	return q->fd == -1 && unused ? 0 : -EINVAL;
+}
+
 /* Checks what needs no lock: the request's own fields. */
 int proact__validate(const struct proact_watcher *w, const struct proact_request *q)
 {
@@ -774,6 +786,8 @@ int proact__validate(const struct proact_watcher *w, const struct proact_request
 			return rc;
 		break;
 	}
+	case PROACT_OP_TIMER:
+		return validate_timer(q);
 	default: {
 		int rc = validate_lifecycle(q);
 		if (rc)
@@ -962,6 +976,8 @@ static void start(struct proact_watcher *w, struct proact__fd *f, int dir, bool 
 
 int proact__submit_locked(struct proact_watcher *w, const struct proact_request *q, bool on_waiter)
 {
+	if (q->op == PROACT_OP_TIMER) /* no fd: no registration, no queue */
+		return proact__timer_add(w, q->deadline, q->ctx, NULL);
 	bool pool_read = (q->op == PROACT_OP_READ || q->op == PROACT_OP_RECVFROM) && !q->buf;
 	if (pool_read && w->pool.count == 0)
 		return -ENOBUFS;
@@ -998,7 +1014,7 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 		proact__req_release(w, r);
 		return rc;
 	}
-	if (r->deadline && (rc = proact__heap_push(&w->heap, r)) != 0) {
+	if (r->deadline && (rc = proact__deadline_add(w, r)) != 0) {
 		drop_pool(w, r);
 		proact__req_release(w, r);
 		return rc;

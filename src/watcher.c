@@ -171,6 +171,7 @@ void proact_watcher_destroy(proact_watcher *w)
 	w->be->destroy(w);
 	proact__pool_destroy(&w->pool);
 	proact__heap_destroy(&w->heap);
+	proact__timers_destroy(&w->timers);
 	proact__refs_destroy(w);
 	for (uint32_t c = 0; c < w->fdtab_chunks; c++)
 		free(w->fdtab[c]);
@@ -190,10 +191,13 @@ const char *proact__env(const char *name)
 
 /* ---- submission ---- */
 
-/* After queueing: a waiter asleep in the kernel must come and do the work. */
+/* After queueing: a waiter asleep in the kernel must come and do the work,
+   deliver a completion (a cancelled timer), or sleep less long. */
 static void kick(struct proact_watcher *w)
 {
-	if (w->sleeping && !w->wake_sent && (w->dirty_head || w->woken)) {
+	bool sooner = w->sooner;
+	w->sooner = false;
+	if (w->sleeping && !w->wake_sent && (w->dirty_head || w->done_head || w->woken || sooner)) {
 		w->wake_sent = true;
 		w->be->wakeup(w);
 	}
@@ -349,6 +353,28 @@ int proact_free(proact_watcher *w, int fd, void *ctx)
 int proact_detach(proact_watcher *w, int fd, void *ctx)
 {
 	return close_common(w, fd, ctx, true);
+}
+
+int proact_timer(proact_watcher *w, uint64_t deadline, void *ctx, uint64_t *id)
+{
+	if (!w)
+		return -EINVAL;
+	proact__lock(w);
+	int rc = w->closed ? -ESHUTDOWN : proact__timer_add(w, deadline, ctx, id);
+	kick(w);
+	proact__unlock(w);
+	return rc;
+}
+
+int proact_timer_cancel(proact_watcher *w, uint64_t id)
+{
+	if (!w)
+		return -EINVAL;
+	proact__lock(w);
+	int rc = w->closed ? -ESHUTDOWN : proact__timer_cancel(w, id);
+	kick(w);
+	proact__unlock(w);
+	return rc;
 }
 
 int proact_wakeup(proact_watcher *w)

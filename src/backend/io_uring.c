@@ -56,8 +56,13 @@ struct uring_state {
 	/* Per-fd state of datagram sockets and listeners, made on first use. */
 	struct fd_extra **extra;
 	uint32_t nextra;
-	bool single_accept;          /* the kernel has no multishot accept */
-	bool poll_first;             /* NULL-buffer reads of idle fds poll before the receive */
+	bool single_accept; /* the kernel has no multishot accept */
+	bool poll_first;    /* NULL-buffer reads of idle fds poll before the receive */
+	bool link_reads;    /* ...with the receive linked to the poll (see arm_read) */
+	/* Results of parked reads that found no memory for their node: each
+	   holds a pool buffer, so there are at most as many as buffers. */
+	struct held_result *held;
+	uint32_t nheld;
 	uint32_t direct_sends;       /* sends made at once since the ring was last entered */
 	struct proact__ufault fault; /* tests only: PROACT_URING_FAULTS (io_uring_fault.c) */
 };
@@ -75,8 +80,19 @@ struct fd_extra {
 	int *stash;
 };
 
-/* f->ready[PROACT__RD] here: 0 idle (poll first), 1 data likely, POLLING a poll is in flight. */
+struct held_result {
+	int fd;
+	uint32_t gen;
+	int32_t bid;
+	int32_t res;
+};
+
+/* f->ready[PROACT__RD] here: 0 idle (poll first), 1 data likely, POLLING a
+   poll is in flight, LINKED a poll with a receive linked to it, HELD a
+   result waits in s->held (PROACT__F_BACKEND is set too). */
 #define POLLING 2
+#define LINKED  3
+#define HELD    4
 
 static struct uring_state *state(struct proact_watcher *w)
 {
@@ -215,6 +231,7 @@ static void ur_destroy_state(struct uring_state *s)
 	free(s->extra);
 	free(s->msgs);
 	free(s->iovs);
+	free(s->held);
 	free(s);
 }
 
@@ -256,10 +273,21 @@ static int ur_init(struct proact_watcher *w)
 		return rc;
 	}
 	/* A pending poll costs the kernel far less memory than a pending
-	   receive (README, "Memory per idle connection"); PROACT_URING_POOL_READ=recv
-	   trades that memory for one kernel round trip less per idle read. */
+	   receive (README, "Memory per idle connection"). The receive linked to
+	   the poll runs when the poll fires, in the same pass of the kernel, and
+	   only its result comes back: one round trip per read. Tests and
+	   measurements pick the others with PROACT_URING_POOL_READ: "recv" (a
+	   pending receive, no poll) or "poll" (the poll's result, then the
+	   receive). */
 	const char *mode = proact__env("PROACT_URING_POOL_READ");
 	s->poll_first = !(mode && strcmp(mode, "recv") == 0);
+	s->link_reads = s->poll_first && !(mode && strcmp(mode, "poll") == 0) &&
+	                (s->ring.features & IORING_FEAT_CQE_SKIP) && w->pool.count > 0;
+	if (s->link_reads && !(s->held = calloc(w->pool.count, sizeof(*s->held)))) {
+		w->pool.kernel_managed = false;
+		ur_destroy_state(s);
+		return -ENOMEM;
+	}
 	w->park_reads = s->poll_first;
 	s->single_accept = !multishot_accept_works(s);
 	proact__ufault_init(&s->fault);
@@ -280,11 +308,70 @@ static int ur_fd_add(struct proact_watcher *w, struct proact__fd *f)
 	return 0;
 }
 
+/*
+ * No memory to give a parked read its node back: the receive's result waits
+ * here until the core retries (it paused the fd). Only a result in a pool
+ * buffer is kept; any other (end of stream, an error, an empty pool) is
+ * asked for again then: the receive runs again and finds the same state,
+ * except that an error the socket reported once (a reset) then reads as the
+ * end of the stream.
+ */
+static void hold_result(struct proact_watcher *w, struct proact__fd *f, ssize_t res,
+                        uint32_t cflags)
+{
+	struct uring_state *s = state(w);
+	f->inflight[PROACT__RD] = 0;
+	f->ready[PROACT__RD] = 1;
+	if (!(cflags & IORING_CQE_F_BUFFER))
+		return;
+	int32_t bid = (int32_t)(cflags >> IORING_CQE_BUFFER_SHIFT);
+	proact__pool_claim(w, bid);
+	s->held[s->nheld++] =
+	    (struct held_result){.fd = f->fd, .gen = f->gen, .bid = bid, .res = (int32_t)res};
+	f->ready[PROACT__RD] = HELD;
+}
+
+/* The result hold_result kept for f, as if the kernel had just given it. */
+static bool take_held(struct proact_watcher *w, struct proact__fd *f, struct proact__req *r,
+                      ssize_t *res)
+{
+	struct uring_state *s = state(w);
+	f->ready[PROACT__RD] = 1;
+	for (uint32_t i = 0; i < s->nheld; i++) {
+		struct held_result *h = &s->held[i];
+		if (h->fd != f->fd || h->gen != f->gen)
+			continue;
+		r->buf = proact__pool_addr(&w->pool, h->bid);
+		r->pool = h->bid;
+		*res = h->res;
+		*h = s->held[--s->nheld];
+		if (f->flags & PROACT__F_STREAM)
+			f->ready[PROACT__RD] = *res >= (ssize_t)r->len;
+		return true;
+	}
+	return false;
+}
+
+static void drop_held(struct proact_watcher *w, const struct proact__fd *f)
+{
+	struct uring_state *s = state(w);
+	for (uint32_t i = 0; i < s->nheld;) {
+		if (s->held[i].fd == f->fd) {
+			proact__pool_unref(w, s->held[i].bid);
+			s->held[i] = s->held[--s->nheld];
+		} else {
+			i++;
+		}
+	}
+}
+
 static void ur_fd_remove(struct proact_watcher *w, struct proact__fd *f)
 {
 	struct uring_state *s = state(w);
 	if ((uint32_t)f->fd < s->nextra)
 		extra_free(s, (uint32_t)f->fd);
+	if (f->ready[PROACT__RD] == HELD)
+		drop_held(w, f);
 }
 
 /* The extra state of fd, made on first use. */
@@ -326,17 +413,22 @@ static int prep_recvfrom(struct uring_state *s, struct io_uring_sqe *sqe,
 	return 0;
 }
 
+/* The kernel picks a pool buffer when data is there. */
+static void prep_pool_read(struct io_uring_sqe *sqe, const struct proact__fd *f, size_t len)
+{
+	if (f->flags & PROACT__F_SOCKET)
+		io_uring_prep_recv(sqe, f->fd, NULL, len, 0);
+	else
+		io_uring_prep_read(sqe, f->fd, NULL, (unsigned)len, (__u64)-1);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = BUF_GROUP;
+}
+
 static void prep_read(struct io_uring_sqe *sqe, const struct proact__fd *f,
                       const struct proact__req *r)
 {
 	if (!r->buf) {
-		/* The kernel picks a pool buffer when data is there. */
-		if (f->flags & PROACT__F_SOCKET)
-			io_uring_prep_recv(sqe, f->fd, NULL, r->len, 0);
-		else
-			io_uring_prep_read(sqe, f->fd, NULL, (unsigned)r->len, (__u64)-1);
-		sqe->flags |= IOSQE_BUFFER_SELECT;
-		sqe->buf_group = BUF_GROUP;
+		prep_pool_read(sqe, f, r->len);
 		return;
 	}
 	char *p = (char *)r->buf + r->done;
@@ -543,11 +635,43 @@ static void accept_result(struct proact_watcher *w, uint64_t ud, const struct io
 		disarm(s, f, s->extra[f->fd]);
 }
 
-/* Poll first: an idle fd's pool read holds no buffer and no receive in the
-   kernel, and the core may park it (PROACT__ARMED). */
-static ssize_t ur_arm_read(struct proact_watcher *w, struct proact__fd *f)
+/*
+ * A poll with a pool receive linked to it. The kernel starts the receive
+ * when the poll fires, in the same pass, and posts only its result (the
+ * poll's success is skipped): one round trip per read, while an idle fd still
+ * holds no buffer and no receive. Both carry the same user_data: only one of
+ * them is ever live in the kernel, so one cancel finds whichever it is, and a
+ * failed poll (cancelled) posts its own result and skips the receive's.
+ */
+static ssize_t arm_linked_read(struct uring_state *s, struct proact__fd *f, size_t len)
 {
-	struct uring_state *s = state(w);
+	bool full = proact__ufault_on(&s->fault) && proact__ufault_sq_full(&s->fault);
+	if (full || io_uring_sq_space_left(&s->ring) < 2)
+		io_uring_submit(&s->ring); /* the pair must reach the kernel together */
+	if (io_uring_sq_space_left(&s->ring) < 2)
+		return -EBUSY;
+	struct io_uring_sqe *poll = io_uring_get_sqe(&s->ring);
+	struct io_uring_sqe *recv = io_uring_get_sqe(&s->ring);
+	f->ready[PROACT__RD] = LINKED;
+	f->seq[PROACT__RD]++;
+	io_uring_prep_poll_add(poll, f->fd, POLLIN | POLLRDHUP);
+	poll->flags |= IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS;
+	io_uring_sqe_set_data64(poll, pack(KIND_READ, f));
+	prep_pool_read(recv, f, len);
+	io_uring_sqe_set_data64(recv, pack(KIND_READ, f));
+	if (proact__ufault_on(&s->fault))
+		proact__ufault_sqe(&s->fault, recv, f->flags & PROACT__F_STREAM);
+	s->outstanding++; /* one result for the pair */
+	return PROACT__ARMED;
+}
+
+/* Poll first: an idle fd's pool read holds no buffer and no receive in the
+   kernel, and the core may park it (PROACT__ARMED). len: the read's cap, 0
+   for a plain poll whose result comes first. */
+static ssize_t arm_read(struct uring_state *s, struct proact__fd *f, size_t len)
+{
+	if (len)
+		return arm_linked_read(s, f, len);
 	struct io_uring_sqe *sqe = sqe_get(s);
 	if (!sqe)
 		return -EBUSY;
@@ -558,6 +682,13 @@ static ssize_t ur_arm_read(struct proact_watcher *w, struct proact__fd *f)
 	if (proact__ufault_on(&s->fault))
 		proact__ufault_sqe(&s->fault, sqe, f->flags & PROACT__F_STREAM);
 	return PROACT__ARMED;
+}
+
+/* The core's hook: a parked read is always a whole-buffer pool READ. */
+static ssize_t ur_arm_read(struct proact_watcher *w, struct proact__fd *f)
+{
+	struct uring_state *s = state(w);
+	return arm_read(s, f, s->link_reads ? w->pool.size : 0);
 }
 
 /*
@@ -599,8 +730,11 @@ static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 			return n;
 	}
 	bool pool_read = dir == PROACT__RD && !r->buf && r->op != PROACT_OP_ACCEPT;
+	ssize_t held;
+	if (pool_read && f->ready[PROACT__RD] == HELD && take_held(w, f, r, &held))
+		return held;
 	if (pool_read && s->poll_first && f->ready[PROACT__RD] == 0)
-		return ur_arm_read(w, f);
+		return arm_read(s, f, s->link_reads && r->op == PROACT_OP_READ ? r->len : 0);
 	/* Reads with data wait for a pool buffer in order: a receive that would
 	   take one while others wait joins them instead of overtaking. */
 	if (pool_read && w->starved_head && !f->pool_try && w->pool.navail <= w->pool.trying)
@@ -664,7 +798,6 @@ static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uri
 	ssize_t res = cqe->res;
 	if (!f || ud != pack(dir, f) || !f->inflight[dir])
 		return; /* cannot happen: an fd is released only once reaped */
-	struct proact__req *r = f->head[dir];
 	if (dir == PROACT__RD && f->ready[PROACT__RD] == POLLING) {
 		f->ready[PROACT__RD] = 1;
 		if (f->cancel[dir]) {
@@ -675,6 +808,14 @@ static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uri
 		}
 		return;
 	}
+	if (dir == PROACT__RD && f->ready[PROACT__RD] == LINKED) {
+		f->ready[PROACT__RD] = 1; /* as after a poll's result; streams learn more below */
+		if ((f->flags & PROACT__F_PARKED) && !proact__unpark_for_result(w, f)) {
+			hold_result(w, f, res, cqe->flags);
+			return;
+		}
+	}
+	struct proact__req *r = f->head[dir];
 	if (dir == PROACT__WR && res >= 0)
 		f->ready[PROACT__WR] = 1; /* the socket took it: the next send may go at once */
 	if (r->op == PROACT_OP_READ && !r->buf && (f->flags & PROACT__F_STREAM))
@@ -718,7 +859,9 @@ static void reap(struct proact_watcher *w)
 		uint64_t ud = io_uring_cqe_get_data64(cqe);
 		int kind = (int)(ud >> 56);
 		seen++;
-		if (!(cqe->flags & IORING_CQE_F_MORE))
+		/* Saturating: a kernel that posted both results of a linked pair
+		   must not leave quiesce waiting for one that never comes. */
+		if (!(cqe->flags & IORING_CQE_F_MORE) && s->outstanding > 0)
 			s->outstanding--;
 		if (kind == KIND_WAKE) {
 			s->wake_armed = false;
@@ -835,7 +978,7 @@ static void quiesce_reap(struct uring_state *s)
 			s->wake_armed = false;
 		if (kind == KIND_ACCEPT && cqe->res >= 0)
 			close(cqe->res); /* accepted while shutting down: nobody asked */
-		if (!(cqe->flags & IORING_CQE_F_MORE))
+		if (!(cqe->flags & IORING_CQE_F_MORE) && s->outstanding > 0)
 			s->outstanding--;
 		io_uring_cqe_seen(&s->ring, cqe);
 	}

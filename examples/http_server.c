@@ -323,8 +323,8 @@ static void reply_add(struct server *s, struct reply *rp, const void *p, size_t 
 	struct out *o = reply_out(s, rp);
 	if (!o)
 		return;
-	struct iovec *prev = &o->iov[o->iovcnt - 1];
-	if ((const char *)prev->iov_base + prev->iov_len == p) /* text after text */
+	struct iovec *prev = o->iovcnt ? &o->iov[o->iovcnt - 1] : NULL;
+	if (prev && (const char *)prev->iov_base + prev->iov_len == p) /* text after text */
 		prev->iov_len += n;
 	else
 		o->iov[o->iovcnt++] = (struct iovec){.iov_base = (void *)p, .iov_len = n};

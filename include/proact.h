@@ -48,17 +48,18 @@ typedef struct proact_watcher proact_watcher;
 
 /** What a request does; a completion carries the op it was submitted with. */
 enum proact_op {
-	PROACT_OP_READ = 1,     /* read into buf, or into a pool buffer if buf is NULL */
-	PROACT_OP_WRITE = 2,    /* write every byte of buf */
-	PROACT_OP_WRITEV = 3,   /* write every byte of iov[0..iovcnt) in order */
-	PROACT_OP_FREE = 4,     /* proact_free() finished: the fd is closed */
-	PROACT_OP_DETACH = 5,   /* proact_detach() finished: the fd is yours again */
-	PROACT_OP_ACCEPT = 6,   /* accept one connection on a listening socket */
-	PROACT_OP_CONNECT = 7,  /* connect a socket to addr */
-	PROACT_OP_SHUTDOWN = 8, /* shutdown(SHUT_WR) once every earlier write is out */
-	PROACT_OP_RECVFROM = 9, /* receive one datagram and its source address */
-	PROACT_OP_SENDTO = 10,  /* send one datagram (to addr, if given) */
-	PROACT_OP_TIMER = 11,   /* fire once at the deadline; no fd (see proact_timer) */
+	PROACT_OP_READ = 1,      /* read into buf, or into a pool buffer if buf is NULL */
+	PROACT_OP_WRITE = 2,     /* write every byte of buf */
+	PROACT_OP_WRITEV = 3,    /* write every byte of iov[0..iovcnt) in order */
+	PROACT_OP_FREE = 4,      /* proact_free() finished: the fd is closed */
+	PROACT_OP_DETACH = 5,    /* proact_detach() finished: the fd is yours again */
+	PROACT_OP_ACCEPT = 6,    /* accept one connection on a listening socket */
+	PROACT_OP_CONNECT = 7,   /* connect a socket to addr */
+	PROACT_OP_SHUTDOWN = 8,  /* shutdown(SHUT_WR) once every earlier write is out */
+	PROACT_OP_RECVFROM = 9,  /* receive one datagram and its source address */
+	PROACT_OP_SENDTO = 10,   /* send one datagram (to addr, if given) */
+	PROACT_OP_TIMER = 11,    /* fire once at the deadline; no fd (see proact_timer) */
+	PROACT_OP_SENDFILE = 12, /* send a range of a file (see proact_sendfile) */
 };
 
 /** Request flags (struct proact_request.flags). */
@@ -90,6 +91,8 @@ struct proact_request {
 	uint64_t deadline;       /* CLOCK_MONOTONIC ns, absolute; 0 = none
 	                            (TIMER: when it fires, 0 = at once) */
 	void *ctx;               /* returned untouched in the completion */
+	int file;                /* SENDFILE: the file the bytes come from */
+	uint64_t offset;         /* SENDFILE: where in the file the range starts */
 };
 
 /** One completion, as filled in by proact_wait(). All fields read-only. */
@@ -262,6 +265,41 @@ PROACT_API int proact_writev(proact_watcher *w, int fd, const struct iovec *iov,
                              void *ctx);
 PROACT_API int proact_write_deadline(proact_watcher *w, int fd, const void *buf, size_t len,
                                      uint64_t deadline, void *ctx);
+
+/**
+ * proact_sendfile, proact_sendfile_deadline - queue the sending of @len bytes
+ * of @file, from @offset on, to @fd.
+ *
+ * A write in every respect (rules 3, 4, 6 and 7): it completes only when the
+ * whole range went out (size = @len), or on error or deadline with size =
+ * the bytes sent; it goes out in submission order with the other writes on
+ * @fd, never interleaved; an expiry after part of the range leaves a cut
+ * (later writes fail with EPIPE); proact_free() completes it with ECANCELED.
+ * The bytes do not pass through the program: on Linux the kernel moves them
+ * with sendfile(2) from the page cache when @fd has room (both backends;
+ * io_uring waits for room with a poll in its ring); elsewhere they are read
+ * with pread(2) into a buffer on the stack and sent, and a short send reads
+ * its rest again. @file is read with pread semantics: its file offset does not
+ * move, and the same file can feed many sends at once.
+ *
+ * @file: a regular file open for reading; it stays the program's (it is not
+ * registered, not made non-blocking, not closed), and must stay open until
+ * the completion is delivered. The completion's buf is NULL.
+ *
+ * Returns 0 or the errors of proact_write(); -EBADF also for a negative
+ * @file; -EINVAL for a @len of 0 or above SSIZE_MAX, or an @offset + @len
+ * that overflows. In proact_submit(): op PROACT_OP_SENDFILE, fd, file,
+ * offset, len, deadline, ctx; buf, iov and addr NULL.
+ * Completion errors: those of a write (EPIPE, ECONNRESET, ETIMEDOUT,
+ * ECANCELED...), the file's read errors (EIO, EBADF: @file not open for
+ * reading; EINVAL: @file is not a file the kernel can send from), and
+ * ENODATA: the file ended before the range did (size = the bytes sent; if
+ * that is more than 0, a cut as for an expired write).
+ */
+PROACT_API int proact_sendfile(proact_watcher *w, int fd, int file, uint64_t offset, size_t len,
+                               void *ctx);
+PROACT_API int proact_sendfile_deadline(proact_watcher *w, int fd, int file, uint64_t offset,
+                                        size_t len, uint64_t deadline, void *ctx);
 
 /**
  * proact_submit - queue @n requests at once, with one wake-up of the waiter.

@@ -65,6 +65,7 @@ struct proact__req {
 	union {
 		struct sockaddr *addr;     /* ACCEPT, CONNECT, RECVFROM, SENDTO: the address */
 		struct proact__refs *refs; /* WRITEV: the pool buffers it holds */
+		uint64_t offset;           /* SENDFILE: where the range starts in the file */
 	};
 	uint64_t deadline;
 	uint32_t heap_idx; /* position in the deadline heap, or PROACT__NO_HEAP */
@@ -72,6 +73,7 @@ struct proact__req {
 	union {
 		int iovcnt;        /* WRITEV */
 		socklen_t addrlen; /* room at addr; ACCEPT, RECVFROM: then its length */
+		int file;          /* SENDFILE: the file */
 		uint32_t slot;     /* TIMER: its entry in the timer table */
 	};
 	int error;    /* positive errno once completed */

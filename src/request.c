@@ -343,6 +343,8 @@ static bool account(struct proact_watcher *w, struct proact__req *r, ssize_t n)
 	if (n < 0) {
 		if (r->op == PROACT_OP_ACCEPT && accept_starved((int)-n))
 			pause_fd(w, r->f);
+		if (r->op == PROACT_OP_SENDFILE && n == -ENODATA && r->done > 0)
+			r->f->flags |= PROACT__F_CUT; /* the peer got part of a range: a gap */
 		finish(w, r, (int)-n);
 		return true;
 	}
@@ -753,8 +755,8 @@ static int validate_lifecycle(const struct proact_request *q)
 /* A timer has its deadline and ctx alone; fd -1 says it has no fd. */
 static int validate_timer(const struct proact_request *q)
 {
-	bool unused =
-	    !q->flags && !q->buf && !q->len && !q->iov && !q->iovcnt && !q->addr && !q->addrlen;
+	bool unused = !q->flags && !q->buf && !q->len && !q->iov && !q->iovcnt && !q->addr &&
+	              !q->addrlen && !q->file && !q->offset;
 	return q->fd == -1 && unused ? 0 : -EINVAL;
 }
 
@@ -788,6 +790,13 @@ int proact__validate(const struct proact_watcher *w, const struct proact_request
 	}
 	case PROACT_OP_TIMER:
 		return validate_timer(q);
+	case PROACT_OP_SENDFILE:
+		if (q->flags || q->buf || q->len == 0 || q->len > SSIZE_MAX ||
+		    q->offset > UINT64_MAX - q->len)
+			return -EINVAL;
+		if (q->file < 0)
+			return -EBADF;
+		break;
 	default: {
 		int rc = validate_lifecycle(q);
 		if (rc)
@@ -796,7 +805,9 @@ int proact__validate(const struct proact_watcher *w, const struct proact_request
 	}
 	if (q->op != PROACT_OP_WRITEV && (q->iov || q->iovcnt))
 		return -EINVAL;
-	if (q->op <= PROACT_OP_WRITEV && (q->addr || q->addrlen))
+	if ((q->op <= PROACT_OP_WRITEV || q->op == PROACT_OP_SENDFILE) && (q->addr || q->addrlen))
+		return -EINVAL;
+	if (q->op != PROACT_OP_SENDFILE && (q->file || q->offset))
 		return -EINVAL;
 	if (q->fd < 0)
 		return -EBADF;
@@ -945,7 +956,10 @@ static void fill_req(struct proact__req *r, const struct proact_request *q)
 	                          .pool = -1,
 	                          .op = q->op,
 	                          .flags = (uint8_t)q->flags};
-	if (q->op == PROACT_OP_WRITEV) {
+	if (q->op == PROACT_OP_SENDFILE) {
+		r->file = q->file;
+		r->offset = q->offset;
+	} else if (q->op == PROACT_OP_WRITEV) {
 		size_t total = 0;
 		for (int i = 0; i < q->iovcnt; i++)
 			total += q->iov[i].iov_len;

@@ -6,6 +6,9 @@
 #include <errno.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#ifdef __linux__
+#include <sys/sendfile.h>
+#endif
 #include <unistd.h>
 
 #include "internal.h"
@@ -47,9 +50,65 @@ static ssize_t send_iov(const struct proact__fd *f, const struct proact__req *r,
 	return writev(f->fd, iov + k, n);
 }
 
+/* One piece of a file's range, at most this much per call: the size the
+   socket could take, so a short result means it is full, as for send(). */
+#define FILE_SLICE (1u << 30)
+
+#ifdef __linux__
+static ssize_t send_file_once(const struct proact__fd *f, int file, uint64_t at, size_t want)
+{
+	off_t off = (off_t)at;
+	return sendfile(f->fd, file, &off, want);
+}
+#else
+/* No sendfile(2) of the same meaning everywhere: read a piece on the stack
+   and send it; what the socket did not take is read again next time. */
+static ssize_t send_file_once(const struct proact__fd *f, int file, uint64_t at, size_t want)
+{
+	char chunk[16384];
+	ssize_t got = pread(file, chunk, want < sizeof(chunk) ? want : sizeof(chunk), (off_t)at);
+	if (got <= 0)
+		return got;
+	return send_buf(f, NULL, chunk, (size_t)got);
+}
+#endif
+
+/*
+ * Sends from the file until the socket is full, the range is done or the
+ * file ends. A short piece is not taken as a full socket (the file may have
+ * ended): the loop asks again, and only EAGAIN says full. The end of the
+ * file before the range's is ENODATA, once what was sent is accounted.
+ */
+static ssize_t send_file(const struct proact__fd *f, const struct proact__req *r, size_t *asked)
+{
+	size_t rest = r->len - r->done, sent = 0;
+	*asked = rest;
+	while (sent < rest) {
+		size_t want = rest - sent < FILE_SLICE ? rest - sent : FILE_SLICE;
+		ssize_t n = send_file_once(f, r->file, r->offset + r->done + sent, want);
+		if (n > 0) {
+			sent += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (sent > 0) { /* report what went; the next call finds the cause again */
+			if (n == 0)
+				*asked = sent; /* not a full socket: no wait for room */
+			return (ssize_t)sent;
+		}
+		if (n == 0)
+			errno = ENODATA;
+		return -1;
+	}
+	return (ssize_t)sent;
+}
+
 ssize_t proact__send_head(const struct proact__fd *f, const struct proact__req *r, size_t *asked)
 {
 	ssize_t n;
+	if (r->op == PROACT_OP_SENDFILE)
+		return send_file(f, r, asked);
 	do {
 		if (r->op == PROACT_OP_WRITEV) {
 			n = send_iov(f, r, asked);

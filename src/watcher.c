@@ -276,6 +276,24 @@ int proact_write_deadline(proact_watcher *w, int fd, const void *buf, size_t len
 	return submit_one(w, &q);
 }
 
+int proact_sendfile(proact_watcher *w, int fd, int file, uint64_t offset, size_t len, void *ctx)
+{
+	return proact_sendfile_deadline(w, fd, file, offset, len, 0, ctx);
+}
+
+int proact_sendfile_deadline(proact_watcher *w, int fd, int file, uint64_t offset, size_t len,
+                             uint64_t deadline, void *ctx)
+{
+	struct proact_request q = {.fd = fd,
+	                           .op = PROACT_OP_SENDFILE,
+	                           .len = len,
+	                           .deadline = deadline,
+	                           .ctx = ctx,
+	                           .file = file,
+	                           .offset = offset};
+	return submit_one(w, &q);
+}
+
 int proact_writev(proact_watcher *w, int fd, const struct iovec *iov, int iovcnt, void *ctx)
 {
 	struct proact_request q = {

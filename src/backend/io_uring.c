@@ -717,11 +717,35 @@ static ssize_t send_now(struct proact__fd *f, const struct proact__req *r)
 	return PROACT__INFLIGHT;
 }
 
+/*
+ * A file's range goes out with sendfile(2) while the socket has room (the
+ * kernel copies from the page cache, as a splice through a pipe would, with
+ * no pipe per connection); when it is full a poll in the ring says when
+ * there is room again, and its result comes back as the write's.
+ */
+static ssize_t sendfile_io(struct uring_state *s, struct proact__fd *f, struct proact__req *r)
+{
+	if (f->ready[PROACT__WR]) {
+		ssize_t n = send_now(f, r);
+		if (n != PROACT__INFLIGHT)
+			return n;
+	}
+	struct io_uring_sqe *sqe = sqe_get(s);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_poll_add(sqe, f->fd, POLLOUT);
+	f->seq[PROACT__WR]++;
+	io_uring_sqe_set_data64(sqe, pack(KIND_WRITE, f));
+	return PROACT__INFLIGHT;
+}
+
 static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, struct proact__req *r)
 {
 	struct uring_state *s = state(w);
 	if (r->op == PROACT_OP_ACCEPT && !s->single_accept)
 		return accept_io(s, f, r);
+	if (r->op == PROACT_OP_SENDFILE)
+		return sendfile_io(s, f, r);
 	if (dir == PROACT__WR && f->ready[PROACT__WR] && r->op != PROACT_OP_CONNECT &&
 	    s->direct_sends < DIRECT_SENDS_PER_ROUND && !proact__ufault_on(&s->fault)) {
 		s->direct_sends++;
@@ -791,6 +815,17 @@ static void asked_back(struct proact_watcher *w, uint64_t ud, int res)
 
 /* ---- completions ---- */
 
+/* A poll found the fd ready: its request goes on, or ends if it was asked back. */
+static void poll_ready(struct proact_watcher *w, struct proact__fd *f, int dir)
+{
+	if (f->cancel[dir]) {
+		proact__io_done(w, f, dir, 0);
+	} else {
+		f->inflight[dir] = 0;
+		proact__progress(w, f, dir);
+	}
+}
+
 static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uring_cqe *cqe)
 {
 	int dir = (int)(ud >> 56) == KIND_READ ? PROACT__RD : PROACT__WR;
@@ -799,13 +834,8 @@ static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uri
 	if (!f || ud != pack(dir, f) || !f->inflight[dir])
 		return; /* cannot happen: an fd is released only once reaped */
 	if (dir == PROACT__RD && f->ready[PROACT__RD] == POLLING) {
-		f->ready[PROACT__RD] = 1;
-		if (f->cancel[dir]) {
-			proact__io_done(w, f, dir, 0);
-		} else {
-			f->inflight[dir] = 0; /* data is there: now the receive */
-			proact__progress(w, f, dir);
-		}
+		f->ready[PROACT__RD] = 1; /* data is there: now the receive */
+		poll_ready(w, f, dir);
 		return;
 	}
 	if (dir == PROACT__RD && f->ready[PROACT__RD] == LINKED) {
@@ -816,6 +846,11 @@ static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uri
 		}
 	}
 	struct proact__req *r = f->head[dir];
+	if (r->op == PROACT_OP_SENDFILE && res >= 0) { /* the poll of sendfile_io: room */
+		f->ready[PROACT__WR] = 1;
+		poll_ready(w, f, dir);
+		return;
+	}
 	if (dir == PROACT__WR && res >= 0)
 		f->ready[PROACT__WR] = 1; /* the socket took it: the next send may go at once */
 	if (r->op == PROACT_OP_READ && !r->buf && (f->flags & PROACT__F_STREAM))

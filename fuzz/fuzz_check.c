@@ -222,6 +222,19 @@ static void check_close(struct fz *m, struct fz_rec *r, const struct proact_comp
 	sl->cut = false; /* the next request is a new registration */
 }
 
+/* Fired (never early) or cancelled, whichever the cancel call said. */
+static void check_timer(const struct fz_rec *r, const struct proact_completion *c)
+{
+	int id = (int)((uintptr_t)c->ctx - 1);
+	FZ_CHECK(c->error == (r->cancelled ? ECANCELED : 0), "timer #%d: error %d, cancelled %d",
+	         id, c->error, r->cancelled);
+	FZ_CHECK(r->cancelled || proact_now() >= r->deadline, "timer #%d: fired before %llu", id,
+	         (unsigned long long)r->deadline);
+	FZ_CHECK(c->size == 0 && c->buf == NULL && c->flags == 0 && c->newfd == -1,
+	         "timer #%d: size %zu buf %p flags %#x newfd %d", id, c->size, c->buf, c->flags,
+	         c->newfd);
+}
+
 void fz_check_batch(struct fz *m, const struct proact_completion *c, int n)
 {
 	for (int i = 0; i < n; i++) {
@@ -233,6 +246,8 @@ void fz_check_batch(struct fz *m, const struct proact_completion *c, int n)
 			check_read(m, r, &c[i]);
 		else if (r->kind == K_CLOSE)
 			check_close(m, r, &c[i]);
+		else if (r->kind == K_TIMER)
+			check_timer(r, &c[i]);
 		else
 			check_write(m, r, &c[i]);
 		fz_rec_drop(r);

@@ -345,6 +345,40 @@ void fz_refused(struct fz *m, struct fz_rec *r, int expect)
 	fz_rec_drop(r);
 }
 
+/* A timer has no fd and no limit but the watcher's (never reached here). */
+void fz_timer_submitted(struct fz *m, struct fz_rec *r, int rc)
+{
+	FZ_TRACE("timer #%d deadline %llu id %#llx: %d\n", fz_rec_id(m, r),
+	         (unsigned long long)r->deadline, (unsigned long long)r->timer_id, rc);
+	FZ_CHECK(rc == 0 || (m->shut && rc == -ESHUTDOWN), "timer submission returned %d", rc);
+	if (rc != 0) {
+		r->timer_id = 0;
+		fz_rec_drop(r);
+		return;
+	}
+	r->state = R_PENDING;
+	m->pending++;
+}
+
+/* A pending timer is cancelled (0) or has fired (-ENOENT, only once its time
+   came); any other id is spent: a failed submission's, a delivered one's. */
+void fz_timer_cancelled(struct fz *m, struct fz_rec *r, int rc)
+{
+	FZ_TRACE("cancel timer #%d id %#llx: %d\n", fz_rec_id(m, r),
+	         (unsigned long long)r->timer_id, rc);
+	bool live = r->state == R_PENDING && r->timer_id && !r->cancelled;
+	if (rc == 0) {
+		FZ_CHECK(live, "timer #%d: cancel of a spent id returned 0", fz_rec_id(m, r));
+		r->cancelled = true;
+		return;
+	}
+	FZ_CHECK(rc == -ENOENT || (m->shut && rc == -ESHUTDOWN), "timer #%d: cancel returned %d",
+	         fz_rec_id(m, r), rc);
+	if (live && rc == -ENOENT)
+		FZ_CHECK(proact_now() >= r->deadline, "timer #%d: -ENOENT before its deadline",
+		         fz_rec_id(m, r));
+}
+
 void fz_close_called(struct fz *m, struct fz_rec *r, int rc, bool detach)
 {
 	struct fz_slot *sl = &m->slot[r->slot];

@@ -30,7 +30,7 @@
 			fz_fail(__FILE__, __LINE__, #cond, __VA_ARGS__);                           \
 	} while (0)
 
-enum fz_kind { K_READ, K_POOL, K_WRITE, K_WRITEV, K_ECHO, K_CLOSE };
+enum fz_kind { K_READ, K_POOL, K_WRITE, K_WRITEV, K_ECHO, K_CLOSE, K_TIMER };
 enum fz_rec_state { R_UNUSED, R_PENDING, R_DONE };
 enum fz_slot_state {
 	S_NONE,    /* no socket */
@@ -51,6 +51,8 @@ struct fz_rec {
 	struct iovec *iov;   /* WRITEV: the array handed over */
 	int iovcnt;          /* WRITEV */
 	const uint8_t *pool; /* ECHO: the pool buffer handed over */
+	uint64_t timer_id;   /* TIMER: as proact_timer gave it, 0 if none */
+	bool cancelled;      /* TIMER: proact_timer_cancel returned 0 */
 };
 
 /* Bytes on one direction of the wire not yet matched: either the library
@@ -126,6 +128,8 @@ void fz_rec_drop(struct fz_rec *r);
 void fz_submitted(struct fz *m, struct fz_rec *r, int rc, int expect);
 void fz_refused(struct fz *m, struct fz_rec *r, int expect);
 void fz_close_called(struct fz *m, struct fz_rec *r, int rc, bool detach);
+void fz_timer_submitted(struct fz *m, struct fz_rec *r, int rc);
+void fz_timer_cancelled(struct fz *m, struct fz_rec *r, int rc);
 
 /* Completions. */
 void fz_check_batch(struct fz *m, const struct proact_completion *c, int n);

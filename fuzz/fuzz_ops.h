@@ -31,6 +31,8 @@ enum fz_op {
 	OP_BAD,        /* slot, variant: a call with bad input */
 	OP_ECHO,       /* slot, arg: which pool buffer of the last wait (bits 0-6), half (7) */
 	OP_REOPEN,     /* slot, arg: TCP (bit 0), blocking (bit 1) */
+	OP_TIMER,      /* arg: deadline (bits 0-1: now, past, 2 ms, 60 s), by proact_submit (2) */
+	OP_TIMER_CANCEL, /* which timer of this input (modulo their number, failed ones too) */
 	OP_COUNT,
 	OP_SHUTDOWN = 0xff, /* the watcher is shut down; the input ends there */
 };

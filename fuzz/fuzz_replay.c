@@ -61,6 +61,10 @@ static const struct seed seeds[] = {
     SEED("reopen", 0x01, 0x04, OP_READ, S2, 0x00, OP_FREE, S2, OP_WAIT, 0x07, OP_WAIT, 0x17,
          OP_REOPEN, S2, 0x02, OP_READ, S2, 0x01, OP_PEER_WRITE, S2, 1, OP_WAIT, 0x07, OP_REOPEN, S1,
          0x01, OP_WRITE, S1, 0x02, OP_PEER_READ, S1, 2, OP_WAIT, 0x07),
+    SEED("timers", 0x00, 0x00, OP_TIMER, 0x03, OP_TIMER, 0x02, OP_TIMER, 0x00, OP_TIMER, 0x06,
+         OP_READ, S0, 0x02, OP_TIMER_CANCEL, 0, OP_WAIT, 0x07, OP_TIMER_CANCEL, 2, OP_PEER_WRITE,
+         S0, 1, OP_TIMER, 0x01, OP_WAIT, 0x17, OP_TIMER_CANCEL, 0, OP_TIMER, 0x03, OP_WAIT, 0x17,
+         OP_TIMER_CANCEL, 5, OP_TIMER, 0x03),
 };
 
 static int write_seeds(const char *dir)

@@ -316,6 +316,52 @@ static void op_wakeup(struct fz *m, struct input *in)
 		do_wait(m, 8, -1); /* must return: the wakeup is pending */
 }
 
+/* ---- timers ---- */
+
+static void op_timer(struct fz *m, struct input *in)
+{
+	unsigned a = next(in);
+	struct fz_rec *r = fz_rec_new(m, 0, K_TIMER, PROACT_OP_TIMER);
+	if (!r)
+		return;
+	r->fd = -1;
+	bool submit = a & 4; /* no id: nothing cancels it, so it is never far */
+	uint64_t at[4] = {0, 1, proact_deadline_in(2), proact_deadline_in(submit ? 3 : 60000)};
+	r->deadline = at[a & 3];
+	int rc;
+	if (submit) {
+		struct proact_request q = {
+		    .fd = -1, .op = PROACT_OP_TIMER, .deadline = r->deadline, .ctx = fz_ctx(m, r)};
+		rc = proact_submit(m->w, &q, 1);
+		rc = rc == 1 ? 0 : rc;
+	} else {
+		rc = proact_timer(m->w, r->deadline, fz_ctx(m, r), &r->timer_id);
+	}
+	fz_timer_submitted(m, r, rc);
+}
+
+/* The k-th timer record of this input, or NULL if there is none. */
+static struct fz_rec *timer_rec(struct fz *m, unsigned k)
+{
+	int n = 0;
+	for (int i = 0; i < m->nrec; i++)
+		n += m->rec[i].kind == K_TIMER;
+	if (n == 0)
+		return NULL;
+	k %= (unsigned)n;
+	for (int i = 0; i < m->nrec; i++)
+		if (m->rec[i].kind == K_TIMER && k-- == 0)
+			return &m->rec[i];
+	return NULL;
+}
+
+static void op_timer_cancel(struct fz *m, struct input *in)
+{
+	struct fz_rec *r = timer_rec(m, next(in));
+	if (r)
+		fz_timer_cancelled(m, r, proact_timer_cancel(m->w, r->timer_id));
+}
+
 /* ---- the peer side and the sockets ---- */
 
 static void op_peer(struct fz *m, struct input *in, int op)
@@ -480,6 +526,12 @@ static bool run_ops(struct fz *m, struct input *in, int memfd)
 		case OP_REOPEN:
 			op_reopen(m, in);
 			break;
+		case OP_TIMER:
+			op_timer(m, in);
+			break;
+		case OP_TIMER_CANCEL:
+			op_timer_cancel(m, in);
+			break;
 		default:
 			op_peer(m, in, (int)(b % OP_COUNT));
 			break;
@@ -498,6 +550,10 @@ static void finish(struct fz *m)
 		struct fz_rec *r = fz_rec_new(m, s, K_CLOSE, PROACT_OP_FREE);
 		fz_close_called(m, r, proact_free(m->w, sl->lib, fz_ctx(m, r)), false);
 	}
+	for (int i = 0; i < m->nrec; i++) /* far timers would outlast the drain */
+		if (m->rec[i].kind == K_TIMER && m->rec[i].state == R_PENDING && m->rec[i].timer_id)
+			fz_timer_cancelled(m, &m->rec[i],
+			                   proact_timer_cancel(m->w, m->rec[i].timer_id));
 	uint64_t end = proact_deadline_in(DRAIN_LIMIT_MS);
 	while (m->pending > 0) {
 		FZ_CHECK(proact_now() < end, "%d requests (free/detach included) never completed",

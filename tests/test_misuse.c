@@ -567,7 +567,7 @@ static const struct row rows_submit[] = {
     {"op 0", F_SUBMIT, .op = 0, L16, .count = 1, .expect = -EINVAL},
     {"op FREE", F_SUBMIT, .op = PROACT_OP_FREE, L16, .count = 1, .expect = -EINVAL},
     {"op DETACH", F_SUBMIT, .op = PROACT_OP_DETACH, L16, .count = 1, .expect = -EINVAL},
-    {"op 12", F_SUBMIT, .op = 12, L16, .count = 1, .expect = -EINVAL},
+    {"op 13", F_SUBMIT, .op = 13, L16, .count = 1, .expect = -EINVAL},
     {"op 255", F_SUBMIT, .op = 255, L16, .count = 1, .expect = -EINVAL},
     {"READ, flags 0x2", F_SUBMIT, .op = PROACT_OP_READ, L16, .flags = 2, .count = 1,
      .expect = -EINVAL},

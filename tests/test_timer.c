@@ -522,8 +522,8 @@ static void test_bad_arguments(void **state)
 	struct iovec iov = {buf, sizeof(buf)};
 	struct sockaddr sa;
 	const struct proact_request ok = {.fd = -1, .op = PROACT_OP_TIMER, .deadline = 1};
-	struct proact_request bad[10];
-	for (int i = 0; i < 10; i++)
+	struct proact_request bad[12];
+	for (int i = 0; i < 12; i++)
 		bad[i] = ok;
 	bad[0].fd = 0;
 	bad[1].fd = -2;
@@ -535,7 +535,9 @@ static void test_bad_arguments(void **state)
 	bad[7].addr = &sa;
 	bad[8].addrlen = sizeof(sa);
 	bad[9].reserved[2] = 1;
-	for (int i = 0; i < 10; i++)
+	bad[10].file = 3;
+	bad[11].offset = 1;
+	for (int i = 0; i < 12; i++)
 		assert_int_equal(proact_submit(w, &bad[i], 1), -EINVAL);
 	struct proact_request two[2] = {ok, bad[0]};
 	assert_int_equal(proact_submit(w, two, 2), 1); /* stops at the bad one */

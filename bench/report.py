@@ -9,7 +9,8 @@ to the raw epoll server's median (the practical limit: above 1 means "more
 than raw epoll", which is better for throughput and worse for time, memory
 and instructions; each row says which way is better). The stream scenario
 also has a "ceiling" column (loadgen against its own blocking echo thread)
-and a row with each server's share of it.
+and a row with each server's share of it. The http scenarios (the HTTP
+example under wrk) are measured against nginx instead of raw epoll.
 """
 import csv
 import html
@@ -19,8 +20,10 @@ import sys
 from collections import defaultdict
 
 SERVER_ORDER = ["proact-epoll", "proact-uring", "epoll", "uring", "libuv", "libuv-pool",
-                "libevent"]
+                "libevent", "nginx"]
 BASELINE = "epoll"
+# Scenarios whose ratios are to another server than raw epoll, by name prefix.
+BASELINES = {"http": "nginx"}
 CEILING = "ceiling"  # not a server: always the last column
 
 # Rows that give each server's median as a share of the ceiling's, per
@@ -50,6 +53,18 @@ ROWS = [
     ("push-10k", "secs", "push to 10k conns", "ms", 1e3, "lower"),
     ("callgrind", "instructions_per_roundtrip", "instructions per round trip", "instr", 1,
      "lower"),
+    ("http-100", "rps", "http /, 100 conns", "req/s", 1, "higher"),
+    ("http-100", "p50_us", "http /, 100 conns: p50", "us", 1, "lower"),
+    ("http-100", "p99_us", "http /, 100 conns: p99", "us", 1, "lower"),
+    ("http-100", "cpu_us_per_req", "http /, 100 conns: server CPU", "us/req", 1, "lower"),
+    ("http-1000", "rps", "http /, 1k conns", "req/s", 1, "higher"),
+    ("http-1000", "p50_us", "http /, 1k conns: p50", "us", 1, "lower"),
+    ("http-1000", "p99_us", "http /, 1k conns: p99", "us", 1, "lower"),
+    ("http-1000", "cpu_us_per_req", "http /, 1k conns: server CPU", "us/req", 1, "lower"),
+    ("http-file-100", "rps", "http 4 KiB file, 100 conns", "req/s", 1, "higher"),
+    ("http-file-100", "p99_us", "http 4 KiB file, 100 conns: p99", "us", 1, "lower"),
+    ("http-file-100", "cpu_us_per_req", "http 4 KiB file, 100 conns: server CPU", "us/req", 1,
+     "lower"),
 ]
 
 # One chart per scenario: its headline row.
@@ -65,7 +80,16 @@ CHARTS = [
     ("idle-19000", "rss_bytes_per_conn"),
     ("push-10k", "secs"),
     ("callgrind", "instructions_per_roundtrip"),
+    ("http-100", "rps"),
+    ("http-1000", "rps"),
+    ("http-file-100", "rps"),
+    ("http-100", "cpu_us_per_req"),
 ]
+
+
+def baseline(sc):
+    """The server a scenario's ratios are to."""
+    return next((b for p, b in BASELINES.items() if sc.startswith(p)), BASELINE)
 
 
 def load(path):
@@ -169,9 +193,9 @@ def main():
     with open(os.path.join(outdir, "summary.csv"), "w", newline="") as f:
         wr = csv.writer(f)
         wr.writerow(["scenario", "metric", "server", "median", "min", "max", "runs",
-                     "ratio_to_epoll", "ratio_to_ceiling"])
+                     "baseline", "ratio_to_baseline", "ratio_to_ceiling"])
         for sc, m in keys:
-            base = stats(sc, m, BASELINE)
+            base = stats(sc, m, baseline(sc))
             for s in servers:
                 st = stats(sc, m, s)
                 if not st:
@@ -179,7 +203,7 @@ def main():
                 ratio = st[0] / base[0] if base and base[0] else ""
                 share = ceiling_share(by_run, sc, m, s) if (sc, m) in CEILING_ROWS else None
                 wr.writerow([sc, m, s, f"{st[0]:.6g}", f"{st[1]:.6g}", f"{st[2]:.6g}", st[3],
-                             f"{ratio:.3f}" if ratio != "" else "",
+                             baseline(sc), f"{ratio:.3f}" if ratio != "" else "",
                              f"{share:.3f}" if share is not None else ""])
 
     # summary.md: the headline rows, one column per server.
@@ -188,7 +212,8 @@ def main():
     if os.path.exists(machine):
         with open(machine) as f:
             lines += ["```", f.read().strip(), "```", ""]
-    lines.append("Median of runs (min..max); below it, the ratio to raw epoll.")
+    lines.append("Median of runs (min..max); below it, the ratio to raw epoll (http rows: "
+                 "to nginx).")
     if CEILING in servers:
         lines.append("The ceiling column is no server: loadgen's stream against its own "
                      "blocking echo thread (see bench/README.md); the share row is the median "
@@ -197,7 +222,7 @@ def main():
     lines.append("| scenario | unit | better | " + " | ".join(servers) + " |")
     lines.append("|---|---|---|" + "---|" * len(servers))
     for sc, m, label, unit, scale, better in ROWS:
-        base = stats(sc, m, BASELINE, scale)
+        base = stats(sc, m, baseline(sc), scale)
         cells = []
         for s in servers:
             st = stats(sc, m, s, scale)
@@ -229,12 +254,18 @@ def main():
         if any(cells):
             cpu_rows.append(f"| {sc}: cores used, loadgen / server | | | " +
                             " | ".join(cells) + " |")
+    for sc in ("http-100", "http-1000", "http-file-100"):
+        cells = [f"{st[0]:.2f}" if (st := stats(sc, "server_cpu", s)) else "" for s in servers]
+        if any(cells):
+            cpu_rows.append(f"| {sc}: server cores used (wrk on the other) | | | " +
+                            " | ".join(cells) + " |")
     lines += cpu_rows
     lines.append("")
     with open(os.path.join(outdir, "summary.md"), "w") as f:
         f.write("\n".join(lines))
 
-    # One chart per scenario.
+    # One chart per scenario (a second one of a scenario is named by metric too).
+    charted = set()
     for sc, m in CHARTS:
         row = next(r for r in ROWS if r[0] == sc and r[1] == m)
         _, _, label, unit, scale, better = row
@@ -244,7 +275,9 @@ def main():
             if st:
                 bars.append((s, st[0], st[1], st[2]))
         if bars:
-            svg_chart(os.path.join(outdir, f"{sc}.svg"), label, unit, better, bars)
+            name = f"{sc}-{m}" if sc in charted else sc
+            charted.add(sc)
+            svg_chart(os.path.join(outdir, f"{name}.svg"), label, unit, better, bars)
     print(open(os.path.join(outdir, "summary.md")).read())
 
 

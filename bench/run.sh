@@ -7,7 +7,9 @@
 # Options (after --quick or alone):
 #   --runs N          runs per server and scenario (default 5, quick 1)
 #   --scenarios LIST  comma-separated subset of:
-#                     echo,stream,conn,pingpong,idle,push,callgrind
+#                     echo,stream,conn,pingpong,idle,push,callgrind,http
+#                     (http: the HTTP example against nginx under wrk, each
+#                     pinned to a core of its own; see its block below)
 #   --servers LIST    comma-separated subset of:
 #                     proact-epoll,proact-uring,proact-epoll-t2,proact-uring-t2,
 #                     epoll,uring,libuv,libuv-pool,libevent
@@ -40,7 +42,7 @@ MODE=full
 RUNS=""
 OUT_ARG=""
 BUILD_ARG=""
-SCENARIOS="echo,stream,conn,pingpong,idle,push,callgrind"
+SCENARIOS="echo,stream,conn,pingpong,idle,push,callgrind,http"
 SERVERS="proact-epoll,proact-uring,proact-epoll-t2,proact-uring-t2,epoll,uring,libuv,libuv-pool,libevent"
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -112,12 +114,13 @@ log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # ---- dependencies and build ------------------------------------------------
 
+# install_deps [PACKAGE...]: the build's packages, and those a scenario needs.
 install_deps() {
 	local missing="" p
 	command -v dpkg >/dev/null 2>&1 || return 0
 	local arch
 	arch=$(dpkg --print-architecture)
-	for p in cmake pkg-config gcc liburing-dev libuv1-dev libevent-dev valgrind python3; do
+	for p in cmake pkg-config gcc liburing-dev libuv1-dev libevent-dev valgrind python3 "$@"; do
 		# for this machine's architecture: a multiarch name may have several
 		dpkg-query -W -f='${db:Status-Status} ${Architecture}\n' "$p" 2>/dev/null |
 			grep -Eq "^installed ($arch|all)\$" || missing="$missing $p"
@@ -132,7 +135,13 @@ install_deps() {
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
 }
 
-install_deps
+SCENARIO_PACKAGES=()
+# http: nginx (the light build, unless an nginx is there already) and wrk
+if [[ ",$SCENARIOS," == *",http,"* ]]; then
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || SCENARIO_PACKAGES+=(nginx-light)
+	SCENARIO_PACKAGES+=(wrk util-linux) # util-linux: taskset
+fi
+install_deps ${SCENARIO_PACKAGES[@]+"${SCENARIO_PACKAGES[@]}"}
 log "building Release into ${BUILD#"$ROOT"/}"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DPROACT_BENCH=ON \
 	-DPROACT_TESTS=OFF -DPROACT_EXAMPLES=OFF >"$TMP/cmake.log" 2>&1 ||
@@ -166,7 +175,16 @@ start_server() {
 	local cmd
 	cmd=$(server_cmd "$name")
 	# shellcheck disable=SC2086
-	${WRAP:-} $cmd --port 0 "$@" >"$TMP/server.out" 2>"$TMP/server.err" &
+	start_cmd "$name" $cmd --port 0 "$@"
+}
+
+# start_cmd LABEL COMMAND...: runs COMMAND (WRAP prepended) and waits for its
+# "listening on 127.0.0.1:PORT" line; sets SPID and PORT.
+start_cmd() {
+	local name=$1
+	shift
+	# shellcheck disable=SC2086
+	${WRAP:-} "$@" >"$TMP/server.out" 2>"$TMP/server.err" &
 	SPID=$!
 	PIDS+=("$SPID")
 	for _ in $(seq 300); do
@@ -411,6 +429,163 @@ if has callgrind; then
 	else
 		log "callgrind: valgrind not installed, skipped"
 	fi
+fi
+
+# ---- http: the HTTP example against nginx, under wrk -----------------------
+# Server pinned to core 0, wrk (one thread) to core 1, over loopback. Each
+# configuration runs every server in turn, alternating run by run: the HTTP
+# example (proact_http, built from examples/http_server.c like proact_echo)
+# on each backend that runs here (proact-epoll, proact-uring, when in
+# --servers), and nginx as the reference: one process (master_process off,
+# so that its CPU is one process's), access_log off, the same body at "/",
+# keep-alive with no request limit (nginx closes after 1,000 by default;
+# proact never does), sendfile on for files, no open_file_cache (proact
+# opens each file per request too). Configurations: "/" over 100 and 1,000
+# connections, a 4 KiB file over 100. Each measured run follows a 1 s
+# warm-up; wrk's figures (requests/s, p50/p99 latency, errors) and the
+# server's CPU time per request (from /proc/PID/stat) are recorded.
+
+NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
+
+# nginx_conf DIR PORT WWW: its configuration, in DIR.
+nginx_conf() {
+	cat >"$1/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 8192;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+	access_log off;
+	sendfile on;
+	tcp_nopush on;
+	tcp_nodelay on;
+	keepalive_timeout 60s;
+	keepalive_requests 1000000;
+	client_body_temp_path $1/tmp;
+	proxy_temp_path $1/tmp;
+	fastcgi_temp_path $1/tmp;
+	uwsgi_temp_path $1/tmp;
+	scgi_temp_path $1/tmp;
+	types { text/plain txt; }
+	default_type application/octet-stream;
+	server {
+		listen 127.0.0.1:$2;
+		location = / { default_type text/plain; return 200 "Hello, World!\n"; }
+		location / { root $3; }
+	}
+}
+EOF
+}
+
+# nginx_start DIR WWW: nginx on a free port, pinned to core 0; sets SPID, PORT.
+nginx_start() {
+	PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	nginx_conf "$1" "$PORT" "$2"
+	taskset -c 0 "$NGINX" -p "$1" -c "$1/nginx.conf" -e "$1/error.log" \
+		>"$TMP/server.out" 2>"$TMP/server.err" &
+	SPID=$!
+	PIDS+=("$SPID")
+	for _ in $(seq 300); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+		kill -0 "$SPID" 2>/dev/null || break
+		sleep 0.05
+	done
+	log "nginx did not start: $(tail -2 "$1/error.log" "$TMP/server.err" 2>/dev/null | tr '\n' ' ')"
+	stop_server
+	return 1
+}
+
+# http_start NAME WWW NGINX_DIR: one of the http scenario's servers.
+http_start() {
+	case $1 in
+	nginx) nginx_start "$3" "$2" ;;
+	proact-epoll | proact-uring)
+		local backend=epoll rc=0
+		[ "$1" = proact-uring ] && backend=io_uring
+		WRAP="taskset -c 0"
+		start_cmd "$1" "$BIN/proact_http" --backend "$backend" --root "$2" --port 0 || rc=1
+		WRAP=""
+		return $rc
+		;;
+	esac
+}
+
+# wrk_load SCENARIO SERVER RUN CONNS PATH: a warm-up, then a measured wrk
+# run against the running server; a run with socket errors or replies other
+# than 2xx/3xx counts as failed (its figures are recorded all the same).
+wrk_load() {
+	local sc=$1 srv=$2 run=$3 conns=$4 url="http://127.0.0.1:$PORT$5" c0 t0 c1 t1
+	taskset -c 1 timeout 60 wrk -t1 -c"$conns" -d1s "$url" >/dev/null 2>&1 || true
+	c0=$(cpu_ticks "$SPID")
+	t0=$(now_s)
+	if ! taskset -c 1 timeout $((HTTP_SECS + 60)) wrk -t1 -c"$conns" -d"${HTTP_SECS}s" \
+		--latency "$url" >"$TMP/wrk.out" 2>&1; then
+		log "FAILED: $sc $srv run $run: $(tail -3 "$TMP/wrk.out" | tr '\n' ' ')"
+		FAILURES=$((FAILURES + 1))
+		return 1
+	fi
+	c1=$(cpu_ticks "$SPID")
+	t1=$(now_s)
+	local rps p50 p99 n errors
+	read -r rps p50 p99 n errors < <(awk '
+		function us(v) { return v ~ /us$/ ? v + 0 : v ~ /ms$/ ? v * 1000 : v ~ /s$/ ? v * 1e6 : v + 0 }
+		$1 == "50%" { p50 = us($2) }
+		$1 == "99%" { p99 = us($2) }
+		/ requests in / { n = $1 }
+		/^Requests\/sec:/ { rps = $2 }
+		/^ *Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+		/^ *Non-2xx or 3xx responses:/ { err += $5 }
+		END { printf "%s %s %s %s %d\n", rps, p50, p99, n, err }' "$TMP/wrk.out")
+	if [ -z "$n" ] || [ "$n" = 0 ]; then
+		log "FAILED: $sc $srv run $run: no requests: $(head -5 "$TMP/wrk.out" | tr '\n' ' ')"
+		FAILURES=$((FAILURES + 1))
+		return 1
+	fi
+	record "$sc" "$srv" "$run" rps "$rps"
+	record "$sc" "$srv" "$run" p50_us "$p50"
+	record "$sc" "$srv" "$run" p99_us "$p99"
+	record "$sc" "$srv" "$run" errors "$errors"
+	record "$sc" "$srv" "$run" server_cpu \
+		"$(awk -v d=$((c1 - c0)) -v k="$CLK" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", d / k / (b - a)}')"
+	record "$sc" "$srv" "$run" cpu_us_per_req \
+		"$(awk -v d=$((c1 - c0)) -v k="$CLK" -v n="$n" 'BEGIN{printf "%.3f", d / k * 1e6 / n}')"
+	if [ "$errors" != 0 ]; then
+		log "FAILED: $sc $srv run $run: $errors wrk errors: $(grep -E 'errors|Non-2xx' "$TMP/wrk.out" | tr '\n' ' ')"
+		FAILURES=$((FAILURES + 1))
+	fi
+}
+
+if has http; then
+	HTTP_SECS=3
+	[ "$MODE" = quick ] && HTTP_SECS=1
+	HTTP_LIST=()
+	for s in proact-epoll proact-uring; do
+		[[ " ${SRV_LIST[*]} " == *" $s "* ]] && HTTP_LIST+=("$s")
+	done
+	if [ -x "$NGINX" ]; then HTTP_LIST+=(nginx); else log "http: no nginx, proact alone"; fi
+	if ! command -v wrk >/dev/null 2>&1 || ! command -v taskset >/dev/null 2>&1 ||
+		[ ! -x "$BIN/proact_http" ]; then
+		log "http: wrk, taskset or proact_http missing, skipped"
+		HTTP_LIST=()
+	fi
+	ulimit -n "$(ulimit -Hn)" 2>/dev/null || true # wrk opens 1,000 connections
+	WWW=$TMP/www
+	mkdir -p "$WWW" "$TMP/nginx/tmp"
+	awk 'BEGIN { for (i = 0; i < 64; i++) printf "%063d\n", i }' >"$WWW/4k.txt"
+	log "http: ${HTTP_LIST[*]}; wrk -t1, ${HTTP_SECS}s per run after a 1 s warm-up, server on core 0, wrk on core 1"
+	for cfg in "http-100 100 /" "http-1000 1000 /" "http-file-100 100 /4k.txt"; do
+		read -r sc conns path <<<"$cfg"
+		for run in $(seq "$RUNS"); do
+			for s in ${HTTP_LIST[@]+"${HTTP_LIST[@]}"}; do
+				http_start "$s" "$WWW" "$TMP/nginx" || { FAILURES=$((FAILURES + 1)); continue; }
+				wrk_load "$sc" "$s" "$run" "$conns" "$path" || true
+				stop_server
+			done
+		done
+	done
 fi
 
 # ---- report ----------------------------------------------------------------

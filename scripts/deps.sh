@@ -8,7 +8,8 @@ set -eu
 
 # A C compiler: build-essential or just gcc will do; make runs CMake's build.
 # redis-tools: redis-cli and redis-benchmark, for the resp-clients tests.
-PACKAGES="make cmake pkg-config liburing-dev libcmocka-dev clang redis-tools"
+# curl, wrk: the real clients of the http example's tests.
+PACKAGES="make cmake pkg-config liburing-dev libcmocka-dev clang redis-tools curl wrk"
 
 # Installed for this machine's architecture (or for all): with the
 # multiarch packages of scripts/cross.sh, a name can have several instances.

@@ -18,6 +18,8 @@
  *     1 MiB and more, sent in chunks), HEAD, %-escapes, 404 and 403 (".."
  *     segments, a directory, a FIFO, an unreadable file when not root);
  *  6. bad input, each answered and closed: 400, 413, 414, 431, 501, 505;
+ *     random bytes and random header lines: a status line or nothing, then
+ *     the end of the stream, and the server answers the next request;
  *  7. C: a header sent a byte every 100 ms gets 408 and a close; a silent
  *     new connection and an idle keep-alive one are closed;
  *  8. A and B: 500 connections at once, 5 requests each;
@@ -561,6 +563,50 @@ static void check_bad(int port)
 	       sizeof(bad) / sizeof(bad[0]) + 4);
 }
 
+/* Random bytes, and requests with random header lines: each connection gets
+   a reply starting with a status line, or none, and then the end of the
+   stream; the server stays up and answers the next good request. */
+static void check_junk(int port)
+{
+	static const char alphabet[] = "GET /HTP:1.\r\n\t \x00\x7f\xff" "aZ%2e-";
+	uint64_t x = 0x2545f4914f6cdd1dull;
+	char buf[4096];
+	for (int i = 0; i < 40; i++) {
+		size_t n = 0;
+		if (i % 2)
+			n = (size_t)snprintf(buf, sizeof(buf), "GET /x HTTP/1.1\r\nHost: y\r\n");
+		size_t len = n + (x >> 40) % (sizeof(buf) - n);
+		for (; n < len; n++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			buf[n] =
+			    i % 4 == 1 ? alphabet[x % (sizeof(alphabet) - 1)] : (char)(x >> 24);
+		}
+		struct client c;
+		client_open(&c, port, "junk");
+		if (write(c.fd, buf, len) < 0 && errno != EPIPE && errno != ECONNRESET)
+			ck_fail("junk: write: %s", strerror(errno));
+		shutdown(c.fd, SHUT_WR);
+		char reply[16];
+		ssize_t k = read(c.fd, reply, sizeof(reply));
+		if (k > 0 && (k < 9 || memcmp(reply, "HTTP/1.1 ", 9)))
+			ck_fail("junk %d: a reply that is no status line: '%.*s'", i, (int)k,
+			        reply);
+		while (k > 0)
+			k = read(c.fd, buf, sizeof(buf));
+		if (k < 0 && errno != ECONNRESET)
+			ck_fail("junk %d: read: %s", i, strerror(errno));
+		client_close(&c);
+	}
+	struct client c;
+	client_open(&c, port, "after junk");
+	client_send(&c, GET("/"), strlen(GET("/")));
+	expect_reply(&c, &hello);
+	client_close(&c);
+	printf("junk: 40 connections of random bytes and random headers, then a good request\n");
+}
+
 /* ---- 7. timeouts (server C) --------------------------------------------- */
 
 static void check_timeouts(int port)
@@ -794,6 +840,7 @@ int main(int argc, char **argv)
 	check_close(a.port);
 	check_files(a.port);
 	check_bad(a.port);
+	check_junk(a.port);
 	check_timeouts(c.port);
 	check_many(a.port, "1 thread");
 	check_many(b.port, "2 threads");

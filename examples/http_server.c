@@ -18,7 +18,9 @@
  * most). The replies to every request of one read go out in one gathered
  * write; the next read is queued only once that write completed, so a client
  * that pipelines without reading is slowed down by TCP, not buffered. A file
- * goes out 64 KiB at a time, each piece read once the one before was written.
+ * of up to 16 KiB is read into the write of its headers (one send); a larger
+ * one follows them by proact_sendfile(), from the page cache at the pace the
+ * client reads, through no buffer of ours.
  *
  * What it refuses, answering and then closing the connection:
  *   400  a malformed request line or header, a missing Host (HTTP/1.1),
@@ -35,7 +37,8 @@
  * reads the reply instead of a reset. An idle connection closes after
  * --keepalive-ms (default 60 s); a new one gets --header-timeout-ms for its
  * first request; a write that does not finish within --send-timeout-ms
- * (default 60 s) ends the connection.
+ * (default 60 s; a file body gets a second more per 64 KiB) ends the
+ * connection.
  *
  * Threads, listeners and stop signals work as in echo_server: --threads N
  * runs a watcher per thread, each with its own SO_REUSEPORT listener.
@@ -73,7 +76,7 @@
 #define OUT_TEXT    4096  /* header text of one gathered write */
 #define REPLY_TEXT  512   /* header text one reply may take */
 #define OUT_CACHE   64    /* idle gathered-write blocks kept per thread */
-#define FILE_CHUNK  65536 /* file bytes read and written at a time */
+#define SMALL_FILE  16384 /* a file up to this size goes in the write of its headers */
 #define ACCEPTS     16    /* accepts pending per listener */
 #define MAX_THREADS 64
 #define NSIGINFO    4    /* signals taken per signalfd read */
@@ -106,14 +109,6 @@ struct out {
 	char text[OUT_TEXT];
 };
 
-/* A file body on its way, one chunk at a time. */
-struct file_body {
-	int fd;
-	off_t off, left; /* the next chunk's offset; bytes not yet read */
-	size_t cap;
-	char buf[];
-};
-
 struct conn {
 	struct link link; /* first: a struct link * of a conn is the conn */
 	int fd;
@@ -124,9 +119,12 @@ struct conn {
 	char *stash;           /* input not yet answered, NULL when none */
 	uint64_t hdr_deadline; /* the stashed request must be whole by then */
 	uint64_t linger_deadline;
-	struct canned *canned;  /* the write in flight points into it */
-	struct out *out;        /* the write in flight, if gathered */
-	struct file_body *file; /* a file reply still being sent */
+	struct canned *canned; /* the write in flight points into it */
+	struct out *out;       /* the write in flight, if gathered */
+	char *body;            /* a small file's bytes, in the write in flight */
+	int file;              /* a larger file, sent after the headers, or -1 */
+	int writes;            /* writes in flight: the reply, and the file */
+	uint64_t file_len;
 };
 
 /* What one round of parsing answers, written at once. */
@@ -645,50 +643,41 @@ static const char *content_type(const char *path)
 	return "application/octet-stream";
 }
 
-static void file_end(struct conn *c)
-{
-	if (c->file) {
-		close(c->file->fd);
-		free(c->file);
-		c->file = NULL;
-	}
-}
-
 static void queue(struct server *s, struct proact_request r)
 {
 	ex_batch_queue(&s->reqs, r);
 }
 
 /*
- * The next piece of a file body: into @rp, after the headers, for the
- * first; for the others (rp NULL) a write of its own, queued once the one
- * before has completed, so a slow reader costs one chunk and never the
- * whole file. Returns false if the file is shorter than the length that
- * was promised. The one place to change when proact sends files itself.
+ * A file's body, after its headers in @rp (takes @fd): a small file is read
+ * into the same gathered write, so the whole reply is one send; a larger
+ * one is sent by proact_sendfile(), queued behind the headers by
+ * send_reply(), straight from the page cache at the pace the client reads:
+ * no buffer of ours, whatever its size. False if a small file could not be
+ * read whole.
  */
-static bool file_next(struct server *s, struct conn *c, struct reply *rp)
+static bool file_body(struct server *s, struct conn *c, struct reply *rp, int fd, size_t size)
 {
-	struct file_body *f = c->file;
-	size_t n = f->left < (off_t)f->cap ? (size_t)f->left : f->cap, got = 0;
-	while (got < n) {
-		ssize_t k = pread(f->fd, f->buf + got, n - got, f->off + (off_t)got);
+	rp->stop = true; /* later requests wait for the body */
+	if (size > SMALL_FILE) {
+		c->file = fd;
+		c->file_len = size;
+		return true;
+	}
+	size_t got = 0;
+	c->body = malloc(size);
+	while (c->body && got < size) {
+		ssize_t k = pread(fd, c->body + got, size - got, (off_t)got);
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k <= 0)
-			return false;
+			break;
 		got += (size_t)k;
 	}
-	f->off += (off_t)n;
-	f->left -= (off_t)n;
-	if (rp)
-		reply_add(s, rp, f->buf, n);
-	else
-		queue(s, (struct proact_request){.fd = c->fd,
-		                                 .op = PROACT_OP_WRITE,
-		                                 .buf = f->buf,
-		                                 .len = n,
-		                                 .deadline = s->now + send_ns,
-		                                 .ctx = c});
+	close(fd);
+	if (got < size)
+		return false;
+	reply_add(s, rp, c->body, size);
 	return true;
 }
 
@@ -718,16 +707,7 @@ static void reply_file(struct server *s, struct conn *c, struct reply *rp, const
 		close(fd);
 		return;
 	}
-	size_t cap = sb.st_size < FILE_CHUNK ? (size_t)sb.st_size : FILE_CHUNK;
-	c->file = malloc(sizeof(*c->file) + cap);
-	if (!c->file) {
-		close(fd);
-		rp->fail = rp->stop = true;
-		return;
-	}
-	*c->file = (struct file_body){.fd = fd, .left = sb.st_size, .cap = cap};
-	rp->stop = true; /* later requests wait for the body */
-	if (!file_next(s, c, rp))
+	if (!file_body(s, c, rp, fd, (size_t)sb.st_size))
 		rp->fail = true;
 }
 
@@ -852,7 +832,9 @@ static void conn_release(struct server *s, struct conn *c)
 	free(c->stash);
 	out_put(s, c->out);
 	canned_unref(c->canned);
-	file_end(c);
+	free(c->body);
+	if (c->file >= 0)
+		close(c->file);
 	free(c);
 }
 
@@ -894,6 +876,17 @@ static void send_reply(struct server *s, struct conn *c, struct reply *rp)
 		r.len = rp->lone_len;
 	}
 	queue(s, r);
+	c->writes = 1;
+	if (c->file >= 0) { /* in order behind the headers */
+		queue(s, (struct proact_request){.fd = c->fd,
+		                                 .op = PROACT_OP_SENDFILE,
+		                                 .file = c->file,
+		                                 .len = c->file_len,
+		                                 .deadline = s->now + send_ns +
+		                                             c->file_len / 65536 * 1000 * MS,
+		                                 .ctx = c});
+		c->writes++;
+	}
 }
 
 /* After a round of parsing: write what it answered, or read for more. */
@@ -979,10 +972,18 @@ static void on_read(struct server *s, struct conn *c, const struct proact_comple
 
 static void on_write(struct server *s, struct conn *c, const struct proact_completion *r)
 {
-	canned_unref(c->canned);
-	c->canned = NULL;
-	out_put(s, c->out);
-	c->out = NULL;
+	if (r->op == PROACT_OP_SENDFILE) {
+		close(c->file);
+		c->file = -1;
+	} else {
+		canned_unref(c->canned);
+		c->canned = NULL;
+		out_put(s, c->out);
+		c->out = NULL;
+		free(c->body);
+		c->body = NULL;
+	}
+	c->writes--;
 	if (c->closing)
 		return;
 	if (r->error) {
@@ -993,14 +994,8 @@ static void on_write(struct server *s, struct conn *c, const struct proact_compl
 		conn_close(s, c);
 		return;
 	}
-	if (c->file && c->file->left) {
-		if (!file_next(s, c, NULL)) {
-			s->errors++;
-			conn_close(s, c);
-		}
+	if (c->writes) /* the file's body is still on its way */
 		return;
-	}
-	file_end(c);
 	if (c->close_after)
 		linger(s, c);
 	else
@@ -1037,7 +1032,7 @@ static void conn_open(struct server *s, int fd)
 		s->errors++;
 		return;
 	}
-	*c = (struct conn){.fd = fd, .link = {.prev = &s->live, .next = s->live.next}};
+	*c = (struct conn){.fd = fd, .file = -1, .link = {.prev = &s->live, .next = s->live.next}};
 	s->live.next->prev = &c->link;
 	s->live.next = &c->link;
 	s->accepted++;
@@ -1084,6 +1079,7 @@ static void on_completion(struct server *s, const struct proact_completion *r)
 		break;
 	case PROACT_OP_WRITE:
 	case PROACT_OP_WRITEV:
+	case PROACT_OP_SENDFILE:
 		on_write(s, r->ctx, r);
 		break;
 	case PROACT_OP_FREE:

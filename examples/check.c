@@ -247,9 +247,12 @@ static bool server_read(struct ck_server *sv, int ms)
 }
 
 /* In the child: the emulator's words (under qemu-user an exec of a foreign
-   binary fails unless binfmt_misc knows it), then argv. */
+   binary fails unless binfmt_misc knows it), then argv. SIGPIPE back to its
+   default: an ignored signal stays ignored across exec, and the server must
+   be tested as it runs elsewhere. */
 static _Noreturn void exec_server(char *const argv[])
 {
+	signal(SIGPIPE, SIG_DFL);
 	char *args[64];
 	int n = 0;
 	char *emulator = emulator_var ? getenv(emulator_var) : NULL;

@@ -1238,6 +1238,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	ex_raise_fd_limit();
+	/* proact's writes never raise SIGPIPE, but a file body goes by
+	   sendfile(2), which has no MSG_NOSIGNAL: a client gone before its
+	   reply would end the process. */
+	signal(SIGPIPE, SIG_IGN);
 	nservers = o.threads;
 	for (unsigned i = 0; i < nservers; i++)
 		sv[i].lfd = sv[i].sfd = -1;

@@ -8,8 +8,9 @@ set -eu
 
 # A C compiler: build-essential or just gcc will do; make runs CMake's build.
 # redis-tools: redis-cli and redis-benchmark, for the resp-clients tests.
+# libssl-dev: the TLS layer (OpenSSL 3); openssl and curl: its test peers.
 # curl, wrk: the real clients of the http example's tests.
-PACKAGES="make cmake pkg-config liburing-dev libcmocka-dev clang redis-tools curl wrk"
+PACKAGES="make cmake pkg-config liburing-dev libcmocka-dev clang redis-tools curl wrk libssl-dev openssl"
 
 # Installed for this machine's architecture (or for all): with the
 # multiarch packages of scripts/cross.sh, a name can have several instances.

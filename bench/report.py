@@ -10,7 +10,9 @@ than raw epoll", which is better for throughput and worse for time, memory
 and instructions; each row says which way is better). The stream scenario
 also has a "ceiling" column (loadgen against its own blocking echo thread)
 and a row with each server's share of it. The http scenarios (the HTTP
-example under wrk) are measured against nginx instead of raw epoll.
+example under wrk) are measured against nginx instead of raw epoll, the
+resp scenarios (the Redis-protocol example under redis-benchmark) against
+redis-server.
 """
 import csv
 import html
@@ -20,10 +22,10 @@ import sys
 from collections import defaultdict
 
 SERVER_ORDER = ["proact-epoll", "proact-uring", "epoll", "uring", "libuv", "libuv-pool",
-                "libevent", "nginx"]
+                "libevent", "nginx", "redis-server"]
 BASELINE = "epoll"
 # Scenarios whose ratios are to another server than raw epoll, by name prefix.
-BASELINES = {"http": "nginx"}
+BASELINES = {"http": "nginx", "resp": "redis-server"}
 CEILING = "ceiling"  # not a server: always the last column
 
 # Rows that give each server's median as a share of the ceiling's, per
@@ -65,6 +67,26 @@ ROWS = [
     ("http-file-100", "p99_us", "http 4 KiB file, 100 conns: p99", "us", 1, "lower"),
     ("http-file-100", "cpu_us_per_req", "http 4 KiB file, 100 conns: server CPU", "us/req", 1,
      "lower"),
+]
+
+# resp: per pipeline depth, each redis-benchmark test's ops/s and the
+# server's CPU time per request.
+RESP_TESTS = [("ping_inline", "PING_INLINE"), ("ping_mbulk", "PING_MBULK"), ("set", "SET"),
+              ("get", "GET")]
+ROWS += [(f"resp-p{d}", f"{t}_rps", f"resp {name} -P {d}", "ops/s", 1, "higher")
+         for d in (1, 16) for t, name in RESP_TESTS]
+ROWS += [(f"resp-p{d}", f"{t}_cpu_us", f"resp {name} -P {d}: server CPU", "us/op", 1, "lower")
+         for d in (1, 16) for t, name in RESP_TESTS]
+
+# Charts of several rows side by side, a bar per row and server:
+# (file name, title, unit, better, [(scenario, metric, label)]).
+GROUP_CHARTS = [
+    (f"resp-p{d}{suffix}", f"resp -P {d}: {what}", unit, better,
+     [(f"resp-p{d}", f"{t}_{metric}", name) for t, name in RESP_TESTS])
+    for d in (1, 16)
+    for suffix, what, metric, unit, better in (
+        ("", "ops/s per command", "rps", "ops/s", "higher"),
+        ("-cpu", "server CPU per request", "cpu_us", "us/op", "lower"))
 ]
 
 # One chart per scenario: its headline row.
@@ -141,8 +163,11 @@ def fmt(v):
 
 
 def svg_chart(path, title, unit, better, rows):
-    """rows: [(server, median, lo, hi)] -> a horizontal bar chart."""
-    w, left, right, bar, gap, top = 640, 110, 150, 22, 8, 46
+    """rows: [(server, median, lo, hi)] -> a horizontal bar chart; a label
+    naming a proact server gets proact's colour."""
+    w, right, bar, gap, top = 640, 150, 22, 8, 46
+    left = max([110] + [7 * len(r[0]) + 16 for r in rows])
+    w += left - 110
     h = top + len(rows) * (bar + gap) + 30
     vmax = max(max(r[3], r[1]) for r in rows) or 1
     scale = (w - left - right) / vmax
@@ -154,7 +179,7 @@ def svg_chart(path, title, unit, better, rows):
            f'median of runs, whisker min..max</text>']
     for i, (srv, med, lo, hi) in enumerate(rows):
         y = top + i * (bar + gap)
-        color = ("#d9822b" if srv.startswith("proact") else
+        color = ("#d9822b" if "proact" in srv else
                  "#999999" if srv == CEILING else "#4a7ab5")
         out.append(f'<text x="{left - 8}" y="{y + bar * 0.7}" text-anchor="end">'
                    f'{html.escape(srv)}</text>')
@@ -213,7 +238,7 @@ def main():
         with open(machine) as f:
             lines += ["```", f.read().strip(), "```", ""]
     lines.append("Median of runs (min..max); below it, the ratio to raw epoll (http rows: "
-                 "to nginx).")
+                 "to nginx; resp rows: to redis-server).")
     if CEILING in servers:
         lines.append("The ceiling column is no server: loadgen's stream against its own "
                      "blocking echo thread (see bench/README.md); the share row is the median "
@@ -259,6 +284,17 @@ def main():
         if any(cells):
             cpu_rows.append(f"| {sc}: server cores used (wrk on the other) | | | " +
                             " | ".join(cells) + " |")
+    for d in (1, 16):
+        cells = []
+        for s in servers:
+            used = [(c[0], v[0]) for t, _ in RESP_TESTS
+                    if (c := stats(f"resp-p{d}", f"{t}_client_cpu", s))
+                    and (v := stats(f"resp-p{d}", f"{t}_server_cpu", s))]
+            cells.append(f"{statistics.mean(c for c, _ in used):.2f} / "
+                         f"{statistics.mean(v for _, v in used):.2f}" if used else "")
+        if any(cells):
+            cpu_rows.append(f"| resp -P {d}: cores used, redis-benchmark / server (mean of "
+                            "the tests) | | | " + " | ".join(cells) + " |")
     lines += cpu_rows
     lines.append("")
     with open(os.path.join(outdir, "summary.md"), "w") as f:
@@ -278,6 +314,11 @@ def main():
             name = f"{sc}-{m}" if sc in charted else sc
             charted.add(sc)
             svg_chart(os.path.join(outdir, f"{name}.svg"), label, unit, better, bars)
+    for name, title, unit, better, rows in GROUP_CHARTS:
+        bars = [(f"{label} {s}",) + st[:3] for sc, m, label in rows for s in servers
+                if (st := stats(sc, m, s))]
+        if bars:
+            svg_chart(os.path.join(outdir, f"{name}.svg"), title, unit, better, bars)
     print(open(os.path.join(outdir, "summary.md")).read())
 
 

@@ -10,6 +10,8 @@
 #                     echo,stream,conn,pingpong,idle,push,callgrind,http
 #                     (http: the HTTP example against nginx under wrk, each
 #                     pinned to a core of its own; see its block below)
+#                     ,resp (the Redis-protocol example against redis-server
+#                     under redis-benchmark, pinned the same way)
 #   --servers LIST    comma-separated subset of:
 #                     proact-epoll,proact-uring,proact-epoll-t2,proact-uring-t2,
 #                     epoll,uring,libuv,libuv-pool,libevent
@@ -42,7 +44,7 @@ MODE=full
 RUNS=""
 OUT_ARG=""
 BUILD_ARG=""
-SCENARIOS="echo,stream,conn,pingpong,idle,push,callgrind,http"
+SCENARIOS="echo,stream,conn,pingpong,idle,push,callgrind,http,resp"
 SERVERS="proact-epoll,proact-uring,proact-epoll-t2,proact-uring-t2,epoll,uring,libuv,libuv-pool,libevent"
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -140,6 +142,10 @@ SCENARIO_PACKAGES=()
 if [[ ",$SCENARIOS," == *",http,"* ]]; then
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || SCENARIO_PACKAGES+=(nginx-light)
 	SCENARIO_PACKAGES+=(wrk util-linux) # util-linux: taskset
+fi
+# resp: redis-server to compare with, redis-benchmark (redis-tools) to drive
+if [[ ",$SCENARIOS," == *",resp,"* ]]; then
+	SCENARIO_PACKAGES+=(redis-server redis-tools util-linux)
 fi
 install_deps ${SCENARIO_PACKAGES[@]+"${SCENARIO_PACKAGES[@]}"}
 log "building Release into ${BUILD#"$ROOT"/}"
@@ -584,6 +590,117 @@ if has http; then
 				wrk_load "$sc" "$s" "$run" "$conns" "$path" || true
 				stop_server
 			done
+		done
+	done
+fi
+
+# ---- resp: the Redis-protocol example against redis-server -----------------
+# Server pinned to core 0, redis-benchmark to core 1, over loopback:
+# proact_resp (examples/resp_server.c, built like proact_echo) on each
+# backend that runs here (proact-epoll, proact-uring, when in --servers),
+# and redis-server 7 as Debian ships it (one I/O thread) with nothing saved,
+# from an empty directory. For each server, alternating run by run:
+# redis-benchmark -c 50 -P 1 and -P 16, one run per test (ping_inline,
+# ping_mbulk, set, get: what -t ping,set,get runs), recording ops/s, p50 and
+# p99 latency, and the server's CPU time per request (/proc/PID/stat).
+
+# resp_start NAME: one of the resp scenario's servers; sets SPID and PORT.
+resp_start() {
+	if [ "$1" != redis-server ]; then
+		local backend=epoll rc=0
+		[ "$1" = proact-uring ] && backend=io_uring
+		WRAP="taskset -c 0"
+		start_cmd "$1" "$BIN/proact_resp" --backend "$backend" --port 0 || rc=1
+		WRAP=""
+		return $rc
+	fi
+	PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	mkdir -p "$TMP/redis"
+	(cd "$TMP/redis" && exec taskset -c 0 redis-server --port "$PORT" --bind 127.0.0.1 \
+		--save '' --appendonly no --protected-mode no) >"$TMP/server.out" 2>&1 &
+	SPID=$!
+	PIDS+=("$SPID")
+	for _ in $(seq 300); do
+		[ "$(redis-cli -p "$PORT" ping 2>/dev/null)" = PONG ] && return 0
+		kill -0 "$SPID" 2>/dev/null || break
+		sleep 0.05
+	done
+	log "redis-server did not start: $(tail -2 "$TMP/server.out" | tr '\n' ' ')"
+	stop_server
+	return 1
+}
+
+# children_cpu FILE: CPU seconds of the children waited for so far, from
+# the `times` builtin run in this shell (a subshell would count its own).
+children_cpu() {
+	awk 'NR == 2 { gsub(/[ms]/, " "); print $1 * 60 + $2 + $3 * 60 + $4 }' "$1"
+}
+
+# resp_bench SERVER RUN DEPTH TEST N: one redis-benchmark run of N requests
+# of TEST at -P DEPTH against the running server; an error reply or a
+# missing result counts as failed. Besides the client's figures it records
+# the server's CPU time per request and the cores each side used, to show
+# which side is the limit.
+resp_bench() {
+	local srv=$1 run=$2 depth=$3 t=$4 n=$5 c0 c1 t0 t1 line name rps p50 p99
+	c0=$(cpu_ticks "$SPID")
+	t0=$(now_s)
+	times >"$TMP/times0"
+	if ! line=$(taskset -c 1 timeout 120 redis-benchmark -p "$PORT" -c 50 -n "$n" \
+		-P "$depth" -t "$t" --csv 2>"$TMP/rb.err" | grep -v '^"test"') ||
+		grep -qi error "$TMP/rb.err"; then
+		log "FAILED: resp-p$depth $srv $t run $run: $(head -3 "$TMP/rb.err" | tr '\n' ' ')"
+		FAILURES=$((FAILURES + 1))
+		return 1
+	fi
+	times >"$TMP/times1"
+	c1=$(cpu_ticks "$SPID")
+	t1=$(now_s)
+	# "SET","312500.00","1.946","0.048","1.127","3.567","19.935","20.655"
+	IFS=, read -r name rps _ _ p50 _ p99 _ <<<"${line//\"/}"
+	name=$(echo "$name" | tr '[:upper:]' '[:lower:]')
+	record "resp-p$depth" "$srv" "$run" "${name}_rps" "$rps"
+	record "resp-p$depth" "$srv" "$run" "${name}_p50_ms" "$p50"
+	record "resp-p$depth" "$srv" "$run" "${name}_p99_ms" "$p99"
+	record "resp-p$depth" "$srv" "$run" "${name}_cpu_us" \
+		"$(awk -v d=$((c1 - c0)) -v k="$CLK" -v n="$n" 'BEGIN{printf "%.3f", d / k * 1e6 / n}')"
+	record "resp-p$depth" "$srv" "$run" "${name}_server_cpu" \
+		"$(awk -v d=$((c1 - c0)) -v k="$CLK" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", d / k / (b - a)}')"
+	record "resp-p$depth" "$srv" "$run" "${name}_client_cpu" \
+		"$(awk -v a="$(children_cpu "$TMP/times0")" -v b="$(children_cpu "$TMP/times1")" \
+			-v s="$t0" -v e="$t1" 'BEGIN{printf "%.2f", (b - a) / (e - s)}')"
+}
+
+if has resp; then
+	RESP_N1=50000 # requests per run at -P 1, and at -P 16
+	RESP_N16=500000
+	[ "$MODE" = quick ] && RESP_N1=25000 RESP_N16=250000 # about a second each
+	RESP_LIST=()
+	for s in proact-epoll proact-uring; do
+		[[ " ${SRV_LIST[*]} " == *" $s "* ]] && RESP_LIST+=("$s")
+	done
+	if command -v redis-server >/dev/null 2>&1; then
+		RESP_LIST+=(redis-server)
+	else
+		log "resp: no redis-server, proact alone"
+	fi
+	if ! command -v redis-benchmark >/dev/null 2>&1 || ! command -v taskset >/dev/null 2>&1 ||
+		[ ! -x "$BIN/proact_resp" ]; then
+		log "resp: redis-benchmark, taskset or proact_resp missing, skipped"
+		RESP_LIST=()
+	fi
+	log "resp: ${RESP_LIST[*]}; redis-benchmark -c 50 -P 1 (-n $RESP_N1) and -P 16 (-n $RESP_N16), server on core 0, client on core 1"
+	for run in $(seq "$RUNS"); do
+		for s in ${RESP_LIST[@]+"${RESP_LIST[@]}"}; do
+			resp_start "$s" || { FAILURES=$((FAILURES + 1)); continue; }
+			for depth in 1 16; do
+				n=$RESP_N1
+				[ "$depth" = 16 ] && n=$RESP_N16
+				for t in ping_inline ping_mbulk set get; do
+					resp_bench "$s" "$run" "$depth" "$t" "$n" || true
+				done
+			done
+			stop_server
 		done
 	done
 fi

@@ -223,6 +223,27 @@ stop_server() {
 	SPID=""
 }
 
+# For servers that take no port 0 and print no "listening on" line:
+# free_port prints a port nobody listens on now; wait_port NAME LOG...
+# waits until the server (SPID) accepts connections on PORT, or fails after
+# printing the end of its logs.
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+	local name=$1
+	shift
+	for _ in $(seq 300); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+		kill -0 "$SPID" 2>/dev/null || break
+		sleep 0.05
+	done
+	log "$name did not start: $(tail -2 "$@" 2>/dev/null | tr '\n' ' ')"
+	stop_server
+	return 1
+}
+
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 now_s() { date +%s.%N; }
 kib() { awk -v k="$1" '$1 == k":" {print $2}' "$2"; }
@@ -488,20 +509,13 @@ EOF
 
 # nginx_start DIR WWW: nginx on a free port, pinned to core 0; sets SPID, PORT.
 nginx_start() {
-	PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	PORT=$(free_port)
 	nginx_conf "$1" "$PORT" "$2"
 	taskset -c 0 "$NGINX" -p "$1" -c "$1/nginx.conf" -e "$1/error.log" \
 		>"$TMP/server.out" 2>"$TMP/server.err" &
 	SPID=$!
 	PIDS+=("$SPID")
-	for _ in $(seq 300); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
-		kill -0 "$SPID" 2>/dev/null || break
-		sleep 0.05
-	done
-	log "nginx did not start: $(tail -2 "$1/error.log" "$TMP/server.err" 2>/dev/null | tr '\n' ' ')"
-	stop_server
-	return 1
+	wait_port nginx "$1/error.log" "$TMP/server.err"
 }
 
 # http_start NAME WWW NGINX_DIR: one of the http scenario's servers.
@@ -614,20 +628,13 @@ resp_start() {
 		WRAP=""
 		return $rc
 	fi
-	PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	PORT=$(free_port)
 	mkdir -p "$TMP/redis"
 	(cd "$TMP/redis" && exec taskset -c 0 redis-server --port "$PORT" --bind 127.0.0.1 \
 		--save '' --appendonly no --protected-mode no) >"$TMP/server.out" 2>&1 &
 	SPID=$!
 	PIDS+=("$SPID")
-	for _ in $(seq 300); do
-		[ "$(redis-cli -p "$PORT" ping 2>/dev/null)" = PONG ] && return 0
-		kill -0 "$SPID" 2>/dev/null || break
-		sleep 0.05
-	done
-	log "redis-server did not start: $(tail -2 "$TMP/server.out" | tr '\n' ' ')"
-	stop_server
-	return 1
+	wait_port redis-server "$TMP/server.out"
 }
 
 # children_cpu FILE: CPU seconds of the children waited for so far, from

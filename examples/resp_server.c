@@ -530,28 +530,34 @@ static const char usage_text[] = "usage: resp_server [--host ADDR] [--port N] [-
 
 /* ---- output -------------------------------------------------------------- */
 
-/* Room for @n more bytes at the end of @o, or NULL when out of memory. */
-static char *out_room(struct server *s, struct obuf *o, size_t n)
+/* Room for @n more bytes at the end of @b, doubling from @first bytes;
+   NULL when out of memory. */
+static char *buf_room(struct obuf *b, size_t n, size_t first)
 {
-	if (o->cap - o->len >= n)
-		return o->data + o->len;
-	if (!o->data && n <= OUT_CHUNK && s->nspare) {
-		o->data = s->spare[--s->nspare];
-		o->cap = OUT_CHUNK;
-		return o->data;
-	}
-	size_t cap = o->cap ? o->cap : OUT_CHUNK;
-	while (cap - o->len < n) {
+	if (b->cap - b->len >= n)
+		return b->data + b->len;
+	size_t cap = b->cap ? b->cap : first;
+	while (cap - b->len < n) {
 		if (cap > SIZE_MAX / 2)
 			return NULL;
 		cap *= 2;
 	}
-	char *p = realloc(o->data, cap);
+	char *p = realloc(b->data, cap);
 	if (!p)
 		return NULL;
-	o->data = p;
-	o->cap = cap;
-	return p + o->len;
+	b->data = p;
+	b->cap = cap;
+	return p + b->len;
+}
+
+/* The same for replies: a first buffer from the thread's free list. */
+static char *out_room(struct server *s, struct obuf *o, size_t n)
+{
+	if (!o->data && n <= OUT_CHUNK && s->nspare) {
+		o->data = s->spare[--s->nspare];
+		o->cap = OUT_CHUNK;
+	}
+	return buf_room(o, n, OUT_CHUNK);
 }
 
 static void out_release(struct server *s, struct obuf *o)
@@ -1545,17 +1551,10 @@ static size_t run_commands(struct server *s, struct conn *c, char *data, size_t 
 
 static bool in_append(struct obuf *in, const char *data, size_t n)
 {
-	if (in->cap - in->len < n) {
-		size_t cap = in->cap ? in->cap : 256;
-		while (cap - in->len < n)
-			cap *= 2;
-		char *p = realloc(in->data, cap);
-		if (!p)
-			return false;
-		in->data = p;
-		in->cap = cap;
-	}
-	memcpy(in->data + in->len, data, n);
+	char *p = buf_room(in, n, 256);
+	if (!p)
+		return false;
+	memcpy(p, data, n);
 	in->len += n;
 	return true;
 }

@@ -41,6 +41,9 @@ enum { PROACT__RD = 0, PROACT__WR = 1 };
 #define PROACT__NOPOOL   (-100002) /* pool empty: retried when a buffer comes back */
 #define PROACT__ARMED    (-100003) /* a readiness poll is in the kernel, the request is not */
 
+/* A pool buffer no read took for this long gives its pages back. */
+#define PROACT__POOL_TRIM_NS (250 * 1000000ull)
+
 /*
  * The pool buffers a WRITEV holds, noted at submission: once its completion
  * is delivered the iov array is the program's again and may already name
@@ -161,11 +164,20 @@ struct proact__pool {
 	uint32_t count;
 	uint32_t navail; /* buffers with no reference */
 	uint32_t trying; /* starved reads in the kernel, each counting on one free buffer */
-	uint32_t *stack; /* free buffers, when the core hands them out */
+	uint32_t *stack; /* free buffers the kernel does not hold, last freed on top */
 	uint32_t nstack;
 	uint32_t *refs;
 	bool kernel_managed; /* the backend keeps free buffers (provided-buffer ring) */
+	/* Trimming (proact__pool_trim): a buffer written since its pages were
+	   last given back is dirty; stack[0..low) stayed untouched all through
+	   the current period; trim_at ends the period (0: nothing to trim). */
+	uint8_t *dirty;
+	uint32_t ndirty;
+	uint32_t low;
+	uint32_t hot; /* dirty buffers that may stay: what a steady load keeps using */
+	uint64_t trim_at;
 };
+#define PROACT__POOL_HOT 4
 
 struct proact_watcher;
 
@@ -198,6 +210,9 @@ struct proact__backend {
 	void (*quiesce)(struct proact_watcher *w);
 	/* Kernel-managed pools: a buffer is free again. */
 	void (*pool_recycle)(struct proact_watcher *w, uint32_t idx);
+	/* Kernel-managed pools: the pool was trimmed; hand the kernel fewer
+	   buffers at once from now on. NULL if nothing to do. */
+	void (*pool_shrink)(struct proact_watcher *w);
 };
 
 #ifdef PROACT_HAVE_EPOLL
@@ -343,6 +358,14 @@ void proact__pool_unref(struct proact_watcher *w, int32_t idx);
 void proact__pool_wake(struct proact_watcher *w);
 void proact__pool_tried(struct proact_watcher *w, struct proact__fd *f);
 void *proact__pool_addr(const struct proact__pool *p, int32_t idx);
+/* The free buffers off the kernel's hands, as a stack (last freed on top). */
+uint32_t proact__pool_pop(struct proact__pool *p);
+void proact__pool_push(struct proact__pool *p, uint32_t idx);
+/* Notes that the kernel or a read wrote into buffer idx. */
+void proact__pool_dirty(struct proact__pool *p, uint32_t idx);
+/* Gives back to the system the pages of buffers no read took for a whole
+   trim period (PROACT__POOL_TRIM_NS): an idle pool costs no memory. */
+void proact__pool_trim(struct proact_watcher *w, uint64_t now);
 
 /* timer.c */
 int proact__heap_push(struct proact__heap *h, struct proact__req *r);

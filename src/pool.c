@@ -6,7 +6,10 @@
  * read; io_uring's kernel picks it from a provided-buffer ring). The delivery
  * of its completion holds one reference until the next proact_wait; each write
  * that sends part of it holds one more until its own completion is released.
- * The memory is one anonymous mapping, so untouched buffers cost no RSS.
+ * The memory is one anonymous mapping, so untouched buffers cost no RSS, and
+ * a buffer no read took for a whole trim period gives its pages back
+ * (MADV_DONTNEED, where the platform has it): a burst that used every
+ * buffer leaves no memory behind once the watcher is idle.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -50,7 +53,8 @@ int proact__pool_init(struct proact__pool *p, uint32_t count, uint32_t size)
 		return -ENOMEM;
 	p->stack = malloc(count * sizeof(*p->stack));
 	p->refs = calloc(count, sizeof(*p->refs));
-	if (!p->stack || !p->refs) {
+	p->dirty = calloc(count, sizeof(*p->dirty));
+	if (!p->stack || !p->refs || !p->dirty) {
 		proact__pool_destroy(p);
 		return -ENOMEM;
 	}
@@ -58,6 +62,8 @@ int proact__pool_init(struct proact__pool *p, uint32_t count, uint32_t size)
 	for (uint32_t i = 0; i < count; i++)
 		p->stack[i] = count - 1 - i;
 	p->nstack = count;
+	p->low = count;
+	p->hot = PROACT__POOL_HOT;
 	p->navail = count;
 	return 0;
 }
@@ -68,6 +74,7 @@ void proact__pool_destroy(struct proact__pool *p)
 		pool_unmap(p->base, p->bytes);
 	free(p->stack);
 	free(p->refs);
+	free(p->dirty);
 	*p = (struct proact__pool){0};
 }
 
@@ -84,12 +91,56 @@ int32_t proact__pool_index(const struct proact__pool *p, const void *ptr)
 	return (int32_t)((size_t)(b - p->base) / p->size);
 }
 
+uint32_t proact__pool_pop(struct proact__pool *p)
+{
+	uint32_t idx = p->stack[--p->nstack];
+	if (p->nstack < p->low)
+		p->low = p->nstack;
+	return idx;
+}
+
+void proact__pool_push(struct proact__pool *p, uint32_t idx)
+{
+	p->stack[p->nstack++] = idx;
+}
+
+/* The first write since a trim. Only more dirty buffers than a steady load
+   keeps using start a period: a busy loop on a few buffers reads no clock. */
+void proact__pool_dirty(struct proact__pool *p, uint32_t idx)
+{
+	if (p->dirty[idx])
+		return;
+	p->dirty[idx] = 1;
+	if (++p->ndirty > p->hot && !p->trim_at)
+		p->trim_at = proact_now() + PROACT__POOL_TRIM_NS;
+}
+
+void proact__pool_trim(struct proact_watcher *w, uint64_t now)
+{
+	struct proact__pool *p = &w->pool;
+#if defined(MAP_ANONYMOUS) && defined(MADV_DONTNEED)
+	for (uint32_t i = 0; i < p->low; i++) {
+		uint32_t idx = p->stack[i];
+		if (p->dirty[idx] &&
+		    madvise(proact__pool_addr(p, (int32_t)idx), p->size, MADV_DONTNEED) == 0) {
+			p->dirty[idx] = 0;
+			p->ndirty--;
+		}
+	}
+#endif
+	if (w->be->pool_shrink)
+		w->be->pool_shrink(w);
+	p->low = p->nstack;
+	p->trim_at = p->ndirty > p->hot ? now + PROACT__POOL_TRIM_NS : 0;
+}
+
 int32_t proact__pool_take(struct proact_watcher *w, void **ptr)
 {
 	struct proact__pool *p = &w->pool;
 	if (p->nstack == 0)
 		return -1;
-	uint32_t idx = p->stack[--p->nstack];
+	uint32_t idx = proact__pool_pop(p);
+	proact__pool_dirty(p, idx);
 	p->refs[idx] = 1;
 	p->navail--;
 	*ptr = proact__pool_addr(p, (int32_t)idx);
@@ -101,13 +152,14 @@ void proact__pool_untake(struct proact_watcher *w, int32_t idx)
 {
 	struct proact__pool *p = &w->pool;
 	p->refs[idx] = 0;
-	p->stack[p->nstack++] = (uint32_t)idx;
+	proact__pool_push(p, (uint32_t)idx);
 	p->navail++;
 }
 
 /* The kernel filled buffer idx from the ring: it is held from now on. */
 void proact__pool_claim(struct proact_watcher *w, int32_t idx)
 {
+	proact__pool_dirty(&w->pool, (uint32_t)idx);
 	w->pool.refs[idx] = 1;
 	w->pool.navail--;
 }
@@ -157,6 +209,6 @@ void proact__pool_unref(struct proact_watcher *w, int32_t idx)
 	if (p->kernel_managed)
 		w->be->pool_recycle(w, (uint32_t)idx);
 	else
-		p->stack[p->nstack++] = (uint32_t)idx;
+		proact__pool_push(p, (uint32_t)idx);
 	proact__pool_wake(w);
 }

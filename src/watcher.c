@@ -418,6 +418,8 @@ static int64_t poll_timeout(struct proact_watcher *w, uint64_t now, uint64_t end
 	uint64_t wake = next ? next->deadline : 0;
 	if (w->paused_until && (!wake || w->paused_until < wake))
 		wake = w->paused_until;
+	if (w->pool.trim_at && (!wake || w->pool.trim_at < wake))
+		wake = w->pool.trim_at;
 	if (wake) {
 		/* Clamped: a gap beyond INT64_MAX (a deadline near the clock's end)
 		   must not turn negative, which means "no limit". */
@@ -442,9 +444,11 @@ static int run(struct proact_watcher *w, int timeout_ms)
 	for (;;) {
 		if (w->dirty_head)
 			proact__process_dirty(w);
-		uint64_t now = w->heap.n || w->paused_until ? proact_now() : 0;
+		uint64_t now = w->heap.n || w->paused_until || w->pool.trim_at ? proact_now() : 0;
 		if (w->heap.n)
 			proact__expire(w, now);
+		if (w->pool.trim_at && now >= w->pool.trim_at)
+			proact__pool_trim(w, now);
 		if (w->paused_until && now >= w->paused_until) {
 			proact__resume_paused(w);
 			proact__process_dirty(w);

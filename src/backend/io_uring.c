@@ -51,6 +51,11 @@ struct uring_state {
 	struct io_uring_buf_ring *br;
 	size_t br_bytes;
 	unsigned br_entries;
+	/* Free buffers in the ring, and how many it should hold; the others
+	   wait on the pool's stack, where their pages can be given back. */
+	uint32_t in_ring, ring_target;
+	bool ring_down;      /* unregistered by ring_reset, not yet registered again */
+	bool ring_grew;      /* since the last trim */
 	struct msghdr *msgs; /* one per SQ slot: stable until submission */
 	struct iovec *iovs;  /* one per SQ slot, for single-buffer sendmsg */
 	/* Per-fd state of datagram sockets and listeners, made on first use. */
@@ -163,7 +168,108 @@ static int ring_setup(struct uring_state *s)
 	return 0;
 }
 
-/* The provided-buffer ring: every pool buffer starts out in the kernel's hands. */
+/* The ring starts with this many buffers, and grows when it runs dry. */
+#define RING_MIN 16u
+
+static void ring_add(struct proact_watcher *w, struct uring_state *s, uint32_t idx)
+{
+	io_uring_buf_ring_add(s->br, proact__pool_addr(&w->pool, (int32_t)idx),
+	                      (unsigned)w->pool.size, (unsigned short)idx,
+	                      io_uring_buf_ring_mask(s->br_entries), 0);
+	io_uring_buf_ring_advance(s->br, 1);
+	s->in_ring++;
+}
+
+/* Tops the ring up to its target from the stack, last freed first. */
+static void ring_fill(struct proact_watcher *w, struct uring_state *s)
+{
+	while (!s->ring_down && s->in_ring < s->ring_target && w->pool.nstack > 0)
+		ring_add(w, s, proact__pool_pop(&w->pool));
+}
+
+static void ring_target_set(struct proact_watcher *w, struct uring_state *s, uint32_t n)
+{
+	s->ring_target = n < RING_MIN ? RING_MIN : n > w->pool.count ? w->pool.count : n;
+	w->pool.hot = s->ring_target + PROACT__POOL_HOT;
+}
+
+/* The ring ran dry while the stack has buffers: a twice larger ring. */
+static bool ring_grow(struct proact_watcher *w, struct uring_state *s)
+{
+	if (w->pool.nstack == 0 || s->ring_down)
+		return false;
+	ring_target_set(w, s, s->ring_target * 2);
+	ring_fill(w, s);
+	/* A larger ring touches more buffers: a trim period must come to
+	   shrink it again once the load is gone. */
+	s->ring_grew = true;
+	if (!w->pool.trim_at)
+		w->pool.trim_at = proact_now() + PROACT__POOL_TRIM_NS;
+	return true;
+}
+
+static int ring_register(struct uring_state *s)
+{
+	struct io_uring_buf_reg reg = {
+	    .ring_addr = (uintptr_t)s->br, .ring_entries = s->br_entries, .bgid = BUF_GROUP};
+	return io_uring_register_buf_ring(&s->ring, &reg, 0);
+}
+
+/* After ring_reset: a new, empty ring with the target's buffers. Until it
+   works, pool reads that find no buffer wait as for an empty pool. */
+static void ring_up(struct proact_watcher *w, struct uring_state *s)
+{
+	io_uring_buf_ring_init(s->br);
+	if (ring_register(s) != 0)
+		return;
+	s->ring_down = false;
+	ring_fill(w, s);
+	proact__pool_wake(w);
+}
+
+static void reap(struct proact_watcher *w);
+
+/*
+ * Takes every free buffer back from the kernel onto the stack, where the
+ * trim can give its pages back: the ring's buffers cannot leave it one by
+ * one. Once the kernel has forgotten the ring, the results it filled before
+ * are all in the completion queue (a receive picks its buffer and completes
+ * under the ring's lock), so after they are reaped the ring's entries from
+ * the kernel's head to the tail are exactly the free buffers it held.
+ */
+static void ring_reset(struct proact_watcher *w, struct uring_state *s)
+{
+	if (io_uring_unregister_buf_ring(&s->ring, BUF_GROUP) != 0)
+		return;
+	s->ring_down = true;
+	reap(w);
+	unsigned mask = (unsigned)io_uring_buf_ring_mask(s->br_entries);
+	unsigned short tail = s->br->tail;
+	for (uint32_t k = 0; k < s->in_ring; k++)
+		proact__pool_push(&w->pool,
+		                  s->br->bufs[(unsigned short)(tail - s->in_ring + k) & mask].bid);
+	s->in_ring = 0;
+	ring_up(w, s);
+}
+
+/* A trim: a ring that did not run dry for a whole period goes back to its
+   smallest size, one that did to half its size. */
+static void ur_pool_shrink(struct proact_watcher *w)
+{
+	struct uring_state *s = state(w);
+	ring_target_set(w, s, s->ring_grew ? s->ring_target / 2 : RING_MIN);
+	s->ring_grew = false;
+	if (s->in_ring > s->ring_target && !s->ring_down)
+		ring_reset(w, s);
+}
+
+/*
+ * The provided-buffer ring. It holds a part of the pool, the most recently
+ * used buffers: it hands buffers out in ring order, so a ring holding every
+ * buffer would touch them all under a light load, and a buffer in the ring
+ * may be written by the kernel at any time, so its pages cannot be given
+ * back. The rest wait on the pool's stack.
+ */
 static int bufring_setup(struct proact_watcher *w, struct uring_state *s)
 {
 	struct proact__pool *p = &w->pool;
@@ -180,21 +286,15 @@ static int bufring_setup(struct proact_watcher *w, struct uring_state *s)
 	s->br = m;
 	s->br_entries = entries;
 	io_uring_buf_ring_init(s->br);
-	struct io_uring_buf_reg reg = {
-	    .ring_addr = (uintptr_t)m, .ring_entries = entries, .bgid = BUF_GROUP};
-	int rc = io_uring_register_buf_ring(&s->ring, &reg, 0);
+	int rc = ring_register(s);
 	if (rc) {
 		munmap(m, s->br_bytes);
 		s->br = NULL;
 		return rc == -EINVAL ? -ENOSYS : rc;
 	}
-	int mask = io_uring_buf_ring_mask(entries);
-	for (uint32_t i = 0; i < p->count; i++)
-		io_uring_buf_ring_add(s->br, proact__pool_addr(p, (int32_t)i), (unsigned)p->size,
-		                      (unsigned short)i, mask, (int)i);
-	io_uring_buf_ring_advance(s->br, (int)p->count);
 	p->kernel_managed = true;
-	p->nstack = 0;
+	ring_target_set(w, s, RING_MIN);
+	ring_fill(w, s);
 	return 0;
 }
 
@@ -308,6 +408,17 @@ static int ur_fd_add(struct proact_watcher *w, struct proact__fd *f)
 	return 0;
 }
 
+/* The kernel filled buffer bid from the ring: it is held from now on. */
+static void ring_took(struct proact_watcher *w, int32_t bid)
+{
+	struct uring_state *s = state(w);
+	proact__pool_claim(w, bid);
+	/* Refilled in batches, below half: in a steady loop the buffers come
+	   back to the ring straight from ur_pool_recycle, not by the stack. */
+	if (--s->in_ring < s->ring_target / 2)
+		ring_fill(w, s);
+}
+
 /*
  * No memory to give a parked read its node back: the receive's result waits
  * here until the core retries (it paused the fd). Only a result in a pool
@@ -325,7 +436,7 @@ static void hold_result(struct proact_watcher *w, struct proact__fd *f, ssize_t 
 	if (!(cflags & IORING_CQE_F_BUFFER))
 		return;
 	int32_t bid = (int32_t)(cflags >> IORING_CQE_BUFFER_SHIFT);
-	proact__pool_claim(w, bid);
+	ring_took(w, bid);
 	s->held[s->nheld++] =
 	    (struct held_result){.fd = f->fd, .gen = f->gen, .bid = bid, .res = (int32_t)res};
 	f->ready[PROACT__RD] = HELD;
@@ -858,11 +969,11 @@ static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uri
 		    res == -ENOBUFS || res == 0 || res >= (ssize_t)r->len; /* drained? */
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		int32_t bid = (int32_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-		proact__pool_claim(w, bid);
+		ring_took(w, bid);
 		r->buf = proact__pool_addr(&w->pool, bid);
 		r->pool = bid;
 	} else if (res == -ENOBUFS && dir == PROACT__RD && !r->buf) {
-		res = PROACT__NOPOOL;
+		res = ring_grow(w, state(w)) ? -EAGAIN : PROACT__NOPOOL;
 	}
 	if (r->op == PROACT_OP_RECVFROM && res >= 0 && r->addr)
 		r->addrlen = state(w)->extra[f->fd]->m.msg_namelen;
@@ -965,6 +1076,8 @@ static int ur_poll(struct proact_watcher *w, int64_t timeout_ns)
 {
 	struct uring_state *s = state(w);
 	s->direct_sends = 0;
+	if (s->ring_down)
+		ring_up(w, s);
 	arm_wakeup(s);
 	int rc;
 	if (timeout_ns == 0 || io_uring_cq_ready(&s->ring) > 0) {
@@ -1051,10 +1164,10 @@ static void ur_quiesce(struct proact_watcher *w)
 static void ur_pool_recycle(struct proact_watcher *w, uint32_t idx)
 {
 	struct uring_state *s = state(w);
-	io_uring_buf_ring_add(s->br, proact__pool_addr(&w->pool, (int32_t)idx),
-	                      (unsigned)w->pool.size, (unsigned short)idx,
-	                      io_uring_buf_ring_mask(s->br_entries), 0);
-	io_uring_buf_ring_advance(s->br, 1);
+	if (s->in_ring < s->ring_target && !s->ring_down)
+		ring_add(w, s, idx);
+	else
+		proact__pool_push(&w->pool, idx);
 }
 
 const struct proact__backend proact__backend_uring = {
@@ -1070,4 +1183,5 @@ const struct proact__backend proact__backend_uring = {
     .wakeup = ur_wakeup,
     .quiesce = ur_quiesce,
     .pool_recycle = ur_pool_recycle,
+    .pool_shrink = ur_pool_shrink,
 };

@@ -280,7 +280,9 @@ PROACT_API int proact_write_deadline(proact_watcher *w, int fd, const void *buf,
  * io_uring waits for room with a poll in its ring); elsewhere they are read
  * with pread(2) into a buffer on the stack and sent, and a short send reads
  * its rest again. @file is read with pread semantics: its file offset does not
- * move, and the same file can feed many sends at once.
+ * move, and the same file can feed many sends at once. Like every write it
+ * never raises SIGPIPE: sendfile(2) has no MSG_NOSIGNAL, so SIGPIPE is
+ * blocked in the sending thread around it and one it raised is taken back.
  *
  * @file: a regular file open for reading; it stays the program's (it is not
  * registered, not made non-blocking, not closed), and must stay open until

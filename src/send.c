@@ -7,7 +7,11 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #ifdef __linux__
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <sys/sendfile.h>
+#include <time.h>
 #endif
 #include <unistd.h>
 
@@ -55,10 +59,34 @@ static ssize_t send_iov(const struct proact__fd *f, const struct proact__req *r,
 #define FILE_SLICE (1u << 30)
 
 #ifdef __linux__
+/*
+ * sendfile(2) has no MSG_NOSIGNAL: a peer that went away raises SIGPIPE.
+ * Blocked in this thread around the call, a SIGPIPE it raised is taken back
+ * before the mask is restored; one that was pending before stays pending.
+ */
 static ssize_t send_file_once(const struct proact__fd *f, int file, uint64_t at, size_t want)
 {
+	sigset_t pipe_set, old, pending;
+	sigemptyset(&pipe_set);
+	sigaddset(&pipe_set, SIGPIPE);
+	sigemptyset(&pending);
+	sigpending(&pending);
+	bool was_pending = sigismember(&pending, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
 	off_t off = (off_t)at;
-	return sendfile(f->fd, file, &off, want);
+	ssize_t n = sendfile(f->fd, file, &off, want);
+	int err = errno;
+	/* Also after a short count: the kernel moves the range in pieces, and
+	   a piece that met the closed peer raised it though others went. */
+	if ((n < 0 || (size_t)n < want) && !was_pending && sigpending(&pending) == 0 &&
+	    sigismember(&pending, SIGPIPE)) {
+		struct timespec none = {0, 0};
+		while (sigtimedwait(&pipe_set, NULL, &none) < 0 && errno == EINTR) {
+		}
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	errno = err;
+	return n;
 }
 #else
 /* No sendfile(2) of the same meaning everywhere: read a piece on the stack

@@ -10,12 +10,16 @@
  *     after none the stream goes on;
  *   - a deadline that expires mid-range completes with ETIMEDOUT and leaves
  *     a cut; proact_free completes a pending send with ECANCELED;
+ *   - a peer that went away fails the range with EPIPE or ECONNRESET, and no
+ *     SIGPIPE is raised (sendfile(2) has no MSG_NOSIGNAL);
  *   - bad input gets the documented error from the call, a file that cannot
  *     be sent from an error in the completion.
  */
 #include "common.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -246,6 +250,40 @@ static void test_sendfile_free(void **state)
 	proact_watcher_destroy(w);
 }
 
+/* The peer closed: EPIPE or ECONNRESET, never a SIGPIPE (it would kill us). */
+static void test_sendfile_closed_peer(void **state)
+{
+	(void)state;
+	void (*old)(int) = signal(SIGPIPE, SIG_DFL);
+	proact_watcher *w = t_watcher(NULL);
+	int file = seed_file(10, 1 << 20);
+	struct proact_completion c;
+	int u[2];
+	t_unix_pair(u);
+	close(u[1]);
+	assert_int_equal(proact_sendfile(w, u[0], file, 0, 1 << 20, NULL), 0);
+	assert_int_equal(t_collect(w, &c, 1, TIMEOUT_MS), 1);
+	assert_int_equal(c.error, EPIPE);
+	assert_int_equal(c.size, 0);
+	int t[2];
+	t_tcp_pair(t);
+	close(t[1]);
+	int err = 0;
+	for (int i = 0; i < 100 && err == 0; i++) { /* the first may go before the reset */
+		assert_int_equal(proact_sendfile(w, t[0], file, 0, 1 << 20, NULL), 0);
+		assert_int_equal(t_collect(w, &c, 1, TIMEOUT_MS), 1);
+		err = c.error;
+	}
+	assert_true(err == EPIPE || err == ECONNRESET);
+	sigset_t pending;
+	sigemptyset(&pending);
+	assert_int_equal(sigpending(&pending), 0);
+	assert_false(sigismember(&pending, SIGPIPE));
+	close(file);
+	proact_watcher_destroy(w);
+	signal(SIGPIPE, old);
+}
+
 /* Bad input: refused by the call; a file that cannot be sent from: in the completion. */
 static void test_sendfile_bad_input(void **state)
 {
@@ -290,6 +328,7 @@ int main(void)
 	    cmocka_unit_test(test_sendfile_past_end),
 	    cmocka_unit_test(test_sendfile_deadline_cut),
 	    cmocka_unit_test(test_sendfile_free),
+	    cmocka_unit_test(test_sendfile_closed_peer),
 	    cmocka_unit_test(test_sendfile_bad_input),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -40,8 +40,9 @@
  * (default 60 s; a file body gets a second more per 64 KiB) ends the
  * connection.
  *
- * Threads, listeners and stop signals work as in echo_server: --threads N
- * runs a watcher per thread, each with its own SO_REUSEPORT listener.
+ * Threads, listeners and stop signals work as in echo_server (util.c's
+ * shards): --threads N runs a watcher per thread, each with its own
+ * SO_REUSEPORT listener.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -51,10 +52,8 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,7 +67,6 @@
 #include "proact.h"
 #include "util.h"
 
-#define BATCH       256   /* completions per proact_wait */
 #define HEADER_MAX  8192  /* a request line and its headers, at most */
 #define READ_SIZE   8192  /* pool buffer size: one read never outgrows HEADER_MAX */
 #define POOL_COUNT  512   /* pool buffers per watcher */
@@ -79,7 +77,6 @@
 #define SMALL_FILE  16384 /* a file up to this size goes in the write of its headers */
 #define ACCEPTS     16    /* accepts pending per listener */
 #define MAX_THREADS 64
-#define NSIGINFO    4    /* signals taken per signalfd read */
 #define LINGER_MS   2000 /* input drained after a last reply, at most */
 #define DATE_LEN    29   /* "Sun, 06 Nov 1994 08:49:37 GMT" */
 #define MS          1000000ull
@@ -147,21 +144,13 @@ struct request {
 
 /* One per thread: a watcher, its listener and its connections. */
 struct server {
-	proact_watcher *w;
-	int lfd;
-	bool lfd_registered; /* the watcher owns (and closes) the listener */
-	bool failed;
-	int sfd; /* the first server only: the signalfd, else -1 */
-	bool sfd_registered;
-	ex_siginfo sig[NSIGINFO];
+	struct ex_shard sh; /* first: the shard's address is the server's */
 	struct link live;
-	struct ex_batch reqs;
 	struct canned *canned;
 	time_t date_sec;
 	uint64_t now; /* proact_now() at the start of the loop round */
 	struct out *outs;
 	unsigned nouts;
-	pthread_t thread;
 	uint64_t accepted, requests, timeouts, resets, errors;
 };
 
@@ -172,9 +161,7 @@ struct options {
 	uint64_t keepalive_ms, header_ms, send_ms;
 };
 
-static atomic_bool stopping;
 static struct server sv[MAX_THREADS];
-static unsigned nservers;
 static int root_fd = -1;
 static uint64_t keepalive_ns, header_ns, send_ns;
 
@@ -645,7 +632,7 @@ static const char *content_type(const char *path)
 
 static void queue(struct server *s, struct proact_request r)
 {
-	ex_batch_queue(&s->reqs, r);
+	ex_batch_queue(&s->sh.reqs, r);
 }
 
 /*
@@ -844,7 +831,7 @@ static void conn_close(struct server *s, struct conn *c)
 	if (c->closing)
 		return;
 	c->closing = true;
-	if (ex_free_fd(s->w, c->fd, c) == -ENOENT) /* its first request was refused */
+	if (ex_free_fd(s->sh.w, c->fd, c) == -ENOENT) /* its first request was refused */
 		conn_release(s, c);
 }
 
@@ -1004,28 +991,19 @@ static void on_write(struct server *s, struct conn *c, const struct proact_compl
 
 /* ---- the loop ----------------------------------------------------------- */
 
-static void fatal(struct server *s, const char *what, int err)
-{
-	fprintf(stderr, "http_server: %s: %s\n", what, proact_strerror(err));
-	s->failed = true;
-	kill(getpid(), SIGTERM); /* the signalfd read stops everyone */
-}
-
 static void refused(void *arg, const struct proact_request *r, int err)
 {
 	struct server *s = arg;
-	if (r->op == PROACT_OP_ACCEPT || r->ctx == s->sig) {
-		fatal(s, r->op == PROACT_OP_ACCEPT ? "proact_accept" : "signalfd read", err);
-		atomic_store(&stopping, true); /* in case it was the signal read */
+	if (ex_shard_refused(&s->sh, r, err))
 		return;
-	}
 	if (err != -EALREADY)
 		s->errors++;
 	conn_close(s, r->ctx);
 }
 
-static void conn_open(struct server *s, int fd)
+static void conn_open(struct ex_shard *sh, int fd)
 {
+	struct server *s = (struct server *)sh;
 	struct conn *c = malloc(sizeof(*c));
 	if (!c) {
 		close(fd);
@@ -1042,38 +1020,10 @@ static void conn_open(struct server *s, int fd)
 	queue_read(s, c, s->now + header_ns);
 }
 
-static void on_accept(struct server *s, const struct proact_completion *r)
+static void on_completion(struct ex_shard *sh, const struct proact_completion *r)
 {
-	if (r->error == ECANCELED)
-		return;
-	if (r->error == 0) {
-		conn_open(s, r->newfd);
-	} else if (!ex_accept_transient(r->error)) {
-		fatal(s, "accept", r->error);
-		return;
-	}
-	queue(s, (struct proact_request){.fd = s->lfd, .op = PROACT_OP_ACCEPT});
-}
-
-static void on_signal(struct server *s, const struct proact_completion *r)
-{
-	if (r->error)
-		fatal(s, "signalfd", r->error);
-	atomic_store(&stopping, true);
-	for (unsigned i = 1; i < nservers; i++)
-		proact_wakeup(sv[i].w);
-}
-
-static void on_completion(struct server *s, const struct proact_completion *r)
-{
-	if (r->ctx == s->sig) {
-		on_signal(s, r);
-		return;
-	}
+	struct server *s = (struct server *)sh;
 	switch (r->op) {
-	case PROACT_OP_ACCEPT:
-		on_accept(s, r);
-		break;
 	case PROACT_OP_READ:
 		on_read(s, r->ctx, r);
 		break;
@@ -1090,44 +1040,15 @@ static void on_completion(struct server *s, const struct proact_completion *r)
 	}
 }
 
-static void *run(void *arg)
+/* Each round: the time for its deadlines, and a new Date once a second. */
+static void on_round(struct ex_shard *sh)
 {
-	struct server *s = arg;
-	struct proact_completion comp[BATCH];
-	while (!atomic_load(&stopping)) {
-		int n = proact_wait(s->w, comp, BATCH, -1);
-		if (n == -EINTR)
-			continue;
-		if (n < 0) {
-			fatal(s, "proact_wait", n);
-			break;
-		}
-		s->now = proact_now();
-		refresh_date(s);
-		for (int i = 0; i < n; i++)
-			on_completion(s, &comp[i]);
-		/* Before the next wait, which releases the pool buffers. */
-		ex_batch_flush(&s->reqs);
-	}
-	return NULL;
+	struct server *s = (struct server *)sh;
+	s->now = proact_now();
+	refresh_date(s);
 }
 
 /* ---- setup and exit ----------------------------------------------------- */
-
-static int open_listeners(unsigned n, const char *host, const char *port)
-{
-	sv[0].lfd = ex_open_listener(host, port, 4096, true);
-	if (sv[0].lfd < 0)
-		return -1;
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	if (getsockname(sv[0].lfd, (struct sockaddr *)&ss, &len) < 0)
-		return -1;
-	for (unsigned i = 1; i < n; i++)
-		if ((sv[i].lfd = ex_listen((struct sockaddr *)&ss, len, 4096, true)) < 0)
-			return -1;
-	return 0;
-}
 
 static int setup(struct server *s, const struct options *o)
 {
@@ -1140,28 +1061,13 @@ static int setup(struct server *s, const struct options *o)
 		return -1;
 	s->now = proact_now();
 	refresh_date(s);
-	int rc = proact_watcher_new(&s->w, &po);
-	if (rc < 0) {
-		fprintf(stderr, "http_server: proact_watcher_new: %s\n", proact_strerror(rc));
-		return -1;
-	}
-	s->reqs = (struct ex_batch){.w = s->w, .refused = refused, .ctx = s};
-	if (ex_accept_first(s->w, s->lfd) < 0)
-		return -1;
-	s->lfd_registered = true;
-	for (int i = 1; i < ACCEPTS; i++)
-		queue(s, (struct proact_request){.fd = s->lfd, .op = PROACT_OP_ACCEPT});
-	if (s->sfd >= 0)
-		queue(s, ex_signal_read(s->sfd, s->sig, sizeof(s->sig)));
-	ex_batch_flush(&s->reqs);
-	s->sfd_registered = s->sfd >= 0 && !s->failed;
-	return s->failed ? -1 : 0;
+	return ex_shard_setup(&s->sh, &po, ACCEPTS, refused, s);
 }
 
 /* After shutdown nothing more is delivered: what is left is freed here. */
 static void teardown(struct server *s)
 {
-	proact_watcher_destroy(s->w);
+	ex_shard_close(&s->sh);
 	while (s->live.next && s->live.next != &s->live)
 		conn_release(s, (struct conn *)s->live.next);
 	free(s->canned);
@@ -1170,30 +1076,6 @@ static void teardown(struct server *s)
 		s->outs = o->next;
 		free(o);
 	}
-	if (!s->lfd_registered && s->lfd >= 0)
-		close(s->lfd);
-	if (!s->sfd_registered && s->sfd >= 0)
-		close(s->sfd);
-}
-
-static unsigned start_threads(unsigned n)
-{
-	for (unsigned i = 1; i < n; i++) {
-		if (pthread_create(&sv[i].thread, NULL, run, &sv[i]) != 0) {
-			fprintf(stderr, "http_server: pthread_create failed\n");
-			return i - 1;
-		}
-	}
-	return n - 1;
-}
-
-static void join_threads(unsigned started)
-{
-	atomic_store(&stopping, true);
-	for (unsigned i = 1; i <= started; i++)
-		proact_wakeup(sv[i].w);
-	for (unsigned i = 1; i <= started; i++)
-		pthread_join(sv[i].thread, NULL);
 }
 
 static bool report(unsigned n)
@@ -1206,7 +1088,7 @@ static bool report(unsigned n)
 		timeouts += sv[i].timeouts;
 		resets += sv[i].resets;
 		errors += sv[i].errors;
-		failed |= sv[i].failed;
+		failed |= sv[i].sh.failed;
 	}
 	printf("http_server: accepted %" PRIu64 " connections, answered %" PRIu64
 	       " requests, %" PRIu64 " timeouts, %" PRIu64 " resets, %" PRIu64 " errors\n",
@@ -1242,29 +1124,24 @@ int main(int argc, char **argv)
 	   sendfile(2), which has no MSG_NOSIGNAL: a client gone before its
 	   reply would end the process. */
 	signal(SIGPIPE, SIG_IGN);
-	nservers = o.threads;
-	for (unsigned i = 0; i < nservers; i++)
-		sv[i].lfd = sv[i].sfd = -1;
-	sv[0].sfd = ex_open_signalfd();
-	if (sv[0].sfd < 0) {
-		perror("http_server: signalfd");
-		return 1;
-	}
-	bool ok = open_listeners(nservers, o.net.host, o.net.port) == 0;
-	for (unsigned i = 0; ok && i < nservers; i++)
+	unsigned n = o.threads;
+	struct ex_shard *shards[MAX_THREADS];
+	for (unsigned i = 0; i < n; i++)
+		shards[i] = &sv[i].sh;
+	bool ok = ex_shards_open(shards, n, o.net.host, o.net.port, 4096) == 0;
+	for (unsigned i = 0; ok && i < n; i++)
 		ok = setup(&sv[i], &o) == 0;
 	if (ok) {
 		fprintf(stderr, "http_server: backend %s, %u thread%s, root %s\n",
-		        proact_backend(sv[0].w), nservers, nservers == 1 ? "" : "s",
+		        proact_backend(sv[0].sh.w), n, n == 1 ? "" : "s",
 		        o.root ? o.root : "(none)");
-		ex_print_listening(sv[0].lfd);
-		unsigned started = start_threads(nservers);
-		if (started == nservers - 1)
-			run(&sv[0]); /* until SIGINT or SIGTERM */
-		join_threads(started);
-		ok = report(nservers) && started == nservers - 1;
+		ex_print_listening(sv[0].sh.lfd);
+		static const struct ex_shard_ops ops = {
+		    .round = on_round, .accepted = conn_open, .completion = on_completion};
+		ok = ex_shards_run(shards, n, &ops);
+		ok = report(n) && ok;
 	}
-	for (unsigned i = 0; i < nservers; i++)
+	for (unsigned i = 0; i < n; i++)
 		teardown(&sv[i]);
 	if (root_fd >= 0)
 		close(root_fd);

@@ -11,6 +11,7 @@
 #include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,4 +280,164 @@ void ex_count_failure(int err, uint64_t *resets, uint64_t *errors)
 		(*resets)++;
 	else if (err && err != ECANCELED)
 		(*errors)++;
+}
+
+/* ---- servers with a watcher per thread ---------------------------------- */
+
+static atomic_bool stopping;
+static struct ex_shard *const *shards;
+static unsigned nshards;
+
+/* Raises the stop flag and wakes the other shards' waits (the first one
+   stops on the completion that called this). */
+static void stop_all(void)
+{
+	atomic_store(&stopping, true);
+	for (unsigned i = 1; i < nshards; i++)
+		proact_wakeup(shards[i]->w);
+}
+
+int ex_shards_open(struct ex_shard *const sh[], unsigned n, const char *host, const char *port,
+                   int backlog)
+{
+	shards = sh;
+	nshards = n;
+	for (unsigned i = 0; i < n; i++)
+		sh[i]->lfd = sh[i]->sfd = -1;
+	if ((sh[0]->sfd = ex_open_signalfd()) < 0) {
+		fprintf(stderr, "%s: signalfd: %s\n", progname, strerror(errno));
+		return -1;
+	}
+	if ((sh[0]->lfd = ex_open_listener(host, port, backlog, true)) < 0)
+		return -1;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	if (getsockname(sh[0]->lfd, (struct sockaddr *)&ss, &len) < 0)
+		return -1;
+	for (unsigned i = 1; i < n; i++)
+		if ((sh[i]->lfd = ex_listen((struct sockaddr *)&ss, len, backlog, true)) < 0)
+			return -1;
+	return 0;
+}
+
+int ex_shard_setup(struct ex_shard *sh, const struct proact_options *po, int accepts,
+                   void (*refused)(void *ctx, const struct proact_request *r, int err), void *ctx)
+{
+	int rc = proact_watcher_new(&sh->w, po);
+	if (rc < 0) {
+		fprintf(stderr, "%s: proact_watcher_new: %s\n", progname, proact_strerror(rc));
+		return -1;
+	}
+	sh->reqs = (struct ex_batch){.w = sh->w, .refused = refused, .ctx = ctx};
+	if (ex_accept_first(sh->w, sh->lfd) < 0)
+		return -1;
+	sh->lfd_registered = true;
+	for (int i = 1; i < accepts; i++)
+		ex_batch_queue(&sh->reqs,
+		               (struct proact_request){.fd = sh->lfd, .op = PROACT_OP_ACCEPT});
+	if (sh->sfd >= 0)
+		ex_batch_queue(&sh->reqs, ex_signal_read(sh->sfd, sh->sig, sizeof(sh->sig)));
+	ex_batch_flush(&sh->reqs);
+	sh->sfd_registered = sh->sfd >= 0 && !sh->failed;
+	return sh->failed ? -1 : 0;
+}
+
+void ex_shard_fail(struct ex_shard *sh, const char *what, int err)
+{
+	fprintf(stderr, "%s: %s: %s\n", progname, what, proact_strerror(err));
+	sh->failed = true;
+	kill(getpid(), SIGTERM); /* the signal read stops every shard */
+}
+
+/* The shard's own completions: the signal read, accepts. Returns an
+   accepted fd, -1 for none, -2 for a completion that is not the shard's. */
+static int shard_completion(struct ex_shard *sh, const struct proact_completion *r)
+{
+	if (r->ctx == sh->sig) { /* SIGINT or SIGTERM */
+		if (r->error)
+			ex_shard_fail(sh, "signalfd", r->error);
+		stop_all();
+		return -1;
+	}
+	if (r->op != PROACT_OP_ACCEPT)
+		return -2;
+	if (r->error == ECANCELED)
+		return -1;
+	if (r->error && !ex_accept_transient(r->error)) {
+		ex_shard_fail(sh, "accept", r->error);
+		return -1;
+	}
+	ex_batch_queue(&sh->reqs, (struct proact_request){.fd = sh->lfd, .op = PROACT_OP_ACCEPT});
+	return r->error ? -1 : r->newfd;
+}
+
+bool ex_shard_refused(struct ex_shard *sh, const struct proact_request *r, int err)
+{
+	if (r->op != PROACT_OP_ACCEPT && r->ctx != sh->sig)
+		return false;
+	ex_shard_fail(sh, r->op == PROACT_OP_ACCEPT ? "proact_accept" : "signalfd read", err);
+	atomic_store(&stopping, true); /* in case it was the signal read */
+	return true;
+}
+
+static void *shard_loop(struct ex_shard *sh, const struct ex_shard_ops *ops)
+{
+	struct proact_completion comp[256];
+	while (!atomic_load(&stopping)) {
+		int n = proact_wait(sh->w, comp, 256, -1);
+		if (n == -EINTR)
+			continue;
+		if (n < 0) {
+			ex_shard_fail(sh, "proact_wait", n);
+			break;
+		}
+		if (ops->round)
+			ops->round(sh);
+		for (int i = 0; i < n; i++) {
+			int fd = shard_completion(sh, &comp[i]);
+			if (fd >= 0)
+				ops->accepted(sh, fd);
+			else if (fd == -2)
+				ops->completion(sh, &comp[i]);
+		}
+		/* Before the next wait, which releases the pool buffers that
+		   queued writes may point into. */
+		ex_batch_flush(&sh->reqs);
+	}
+	return NULL;
+}
+
+static const struct ex_shard_ops *thread_ops;
+
+static void *shard_thread(void *arg)
+{
+	return shard_loop(arg, thread_ops);
+}
+
+bool ex_shards_run(struct ex_shard *const sh[], unsigned n, const struct ex_shard_ops *ops)
+{
+	unsigned started = 0;
+	thread_ops = ops;
+	while (started + 1 < n &&
+	       pthread_create(&sh[started + 1]->thread, NULL, shard_thread, sh[started + 1]) == 0)
+		started++;
+	if (started + 1 < n)
+		fprintf(stderr, "%s: pthread_create failed\n", progname);
+	else
+		shard_loop(sh[0], ops); /* until SIGINT or SIGTERM */
+	atomic_store(&stopping, true);
+	for (unsigned i = 1; i <= started; i++)
+		proact_wakeup(sh[i]->w);
+	for (unsigned i = 1; i <= started; i++)
+		pthread_join(sh[i]->thread, NULL);
+	return started + 1 == n;
+}
+
+void ex_shard_close(struct ex_shard *sh)
+{
+	proact_watcher_destroy(sh->w);
+	if (!sh->lfd_registered && sh->lfd >= 0)
+		close(sh->lfd);
+	if (!sh->sfd_registered && sh->sfd >= 0)
+		close(sh->sfd);
 }

@@ -9,6 +9,7 @@
 #ifndef PROACT_EXAMPLES_UTIL_H
 #define PROACT_EXAMPLES_UTIL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -143,5 +144,68 @@ int ex_free_fd(proact_watcher *w, int fd, void *ctx);
    client event (*resets), a cancel is a close of ours (not counted), the
    rest are *errors. */
 void ex_count_failure(int err, uint64_t *resets, uint64_t *errors);
+
+/* ---- servers with a watcher per thread ---------------------------------- */
+
+#define EX_NSIGINFO 4 /* signals taken per signalfd read */
+
+/*
+ * One thread of a server that runs a watcher per thread, each with its own
+ * SO_REUSEPORT listener on the one port (the kernel spreads the
+ * connections over them); the first also reads the stop signals. It is the
+ * first member of the program's per-thread struct, so a pointer to it is a
+ * pointer to that struct. Nothing is shared between the threads but the
+ * stop flag.
+ */
+struct ex_shard {
+	proact_watcher *w;
+	int lfd;             /* the listener */
+	int sfd;             /* the first shard: the signalfd; the others -1 */
+	bool lfd_registered; /* the watcher owns (and closes) the listener */
+	bool sfd_registered;
+	bool failed;
+	ex_siginfo sig[EX_NSIGINFO];
+	struct ex_batch reqs; /* one proact_submit per loop round */
+	pthread_t thread;
+};
+
+/* Opens the signalfd (for sh[0]) and a listener per shard, all on one port
+   (with port 0 the first gets one from the kernel, the others bind to it).
+   Returns 0, or -1 after printing why. */
+int ex_shards_open(struct ex_shard *const sh[], unsigned n, const char *host, const char *port,
+                   int backlog);
+
+/* Creates the shard's watcher with @po, then submits @accepts accepts on its
+   listener and, on the first shard, the signal read. @refused and @ctx go to
+   sh->reqs (see ex_shard_refused). Returns 0, or -1 after printing why. */
+int ex_shard_setup(struct ex_shard *sh, const struct proact_options *po, int accepts,
+                   void (*refused)(void *ctx, const struct proact_request *r, int err), void *ctx);
+
+/* What the program does in a shard's loop. Requests it queues on sh->reqs
+   are submitted once the round's completions are handled. */
+struct ex_shard_ops {
+	void (*round)(struct ex_shard *sh); /* before a round's completions; may be NULL */
+	void (*accepted)(struct ex_shard *sh, int fd); /* a new connection, the program's */
+	void (*completion)(struct ex_shard *sh, const struct proact_completion *c); /* the rest */
+};
+
+/* Runs each shard's loop (proact_wait, then the shard's own completions:
+   the signal read stops the server, an accept is resubmitted unless it
+   failed for good; the rest to @ops), sh[1..n-1] in threads of their own
+   and sh[0] in the calling thread, until a stop signal or a failure; then
+   stops the others and joins them. False if a thread could not start. */
+bool ex_shards_run(struct ex_shard *const sh[], unsigned n, const struct ex_shard_ops *ops);
+
+/* For a request of sh->reqs that proact_submit refused: true if it was the
+   shard's own (an accept, the signal read), which stops the server. */
+bool ex_shard_refused(struct ex_shard *sh, const struct proact_request *r, int err);
+
+/* Prints "PROG: WHAT: ERROR", marks the shard failed and stops the server. */
+void ex_shard_fail(struct ex_shard *sh, const char *what, int err);
+
+/* Destroys the watcher (nothing more is delivered: the program then frees
+   what is left of its connections) and closes the listener and signalfd if
+   the watcher never took them. */
+void ex_shard_close(struct ex_shard *sh);
 
 #endif

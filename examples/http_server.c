@@ -67,15 +67,16 @@
 #include "proact.h"
 #include "util.h"
 
-#define HEADER_MAX  8192  /* a request line and its headers, at most */
-#define READ_SIZE   8192  /* pool buffer size: one read never outgrows HEADER_MAX */
-#define POOL_COUNT  512   /* pool buffers per watcher */
-#define OUT_IOV     64    /* segments of one gathered write */
-#define OUT_TEXT    4096  /* header text of one gathered write */
-#define REPLY_TEXT  512   /* header text one reply may take */
-#define OUT_CACHE   64    /* idle gathered-write blocks kept per thread */
-#define SMALL_FILE  16384 /* a file up to this size goes in the write of its headers */
-#define ACCEPTS     16    /* accepts pending per listener */
+#define HEADER_MAX  8192       /* a request line and its headers, at most */
+#define READ_SIZE   8192       /* pool buffer size: one read never outgrows HEADER_MAX */
+#define POOL_COUNT  512        /* pool buffers per watcher */
+#define OUT_IOV     64         /* segments of one gathered write */
+#define OUT_TEXT    4096       /* header text of one gathered write */
+#define REPLY_TEXT  512        /* header text one reply may take */
+#define OUT_CACHE   64         /* idle gathered-write blocks kept per thread */
+#define SMALL_FILE  16384      /* a file up to this size goes in the write of its headers */
+#define FILE_PIECE  (1u << 30) /* the most one sendfile request sends (32-bit size_t) */
+#define ACCEPTS     16         /* accepts pending per listener */
 #define MAX_THREADS 64
 #define LINGER_MS   2000 /* input drained after a last reply, at most */
 #define DATE_LEN    29   /* "Sun, 06 Nov 1994 08:49:37 GMT" */
@@ -643,7 +644,7 @@ static void queue(struct server *s, struct proact_request r)
  * no buffer of ours, whatever its size. False if a small file could not be
  * read whole.
  */
-static bool file_body(struct server *s, struct conn *c, struct reply *rp, int fd, size_t size)
+static bool file_body(struct server *s, struct conn *c, struct reply *rp, int fd, uint64_t size)
 {
 	rp->stop = true; /* later requests wait for the body */
 	if (size > SMALL_FILE) {
@@ -651,10 +652,10 @@ static bool file_body(struct server *s, struct conn *c, struct reply *rp, int fd
 		c->file_len = size;
 		return true;
 	}
-	size_t got = 0;
-	c->body = malloc(size);
-	while (c->body && got < size) {
-		ssize_t k = pread(fd, c->body + got, size - got, (off_t)got);
+	size_t n = (size_t)size, got = 0;
+	c->body = malloc(n);
+	while (c->body && got < n) {
+		ssize_t k = pread(fd, c->body + got, n - got, (off_t)got);
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k <= 0)
@@ -662,9 +663,9 @@ static bool file_body(struct server *s, struct conn *c, struct reply *rp, int fd
 		got += (size_t)k;
 	}
 	close(fd);
-	if (got < size)
+	if (got < n)
 		return false;
-	reply_add(s, rp, c->body, size);
+	reply_add(s, rp, c->body, n);
 	return true;
 }
 
@@ -694,7 +695,7 @@ static void reply_file(struct server *s, struct conn *c, struct reply *rp, const
 		close(fd);
 		return;
 	}
-	if (!file_body(s, c, rp, fd, (size_t)sb.st_size))
+	if (!file_body(s, c, rp, fd, (uint64_t)sb.st_size))
 		rp->fail = true;
 }
 
@@ -864,15 +865,18 @@ static void send_reply(struct server *s, struct conn *c, struct reply *rp)
 	}
 	queue(s, r);
 	c->writes = 1;
-	if (c->file >= 0) { /* in order behind the headers */
+	/* The file in order behind the headers, in pieces a size_t holds. */
+	for (uint64_t off = 0; c->file >= 0 && off < c->file_len; c->writes++) {
+		uint64_t len = c->file_len - off < FILE_PIECE ? c->file_len - off : FILE_PIECE;
 		queue(s, (struct proact_request){.fd = c->fd,
 		                                 .op = PROACT_OP_SENDFILE,
 		                                 .file = c->file,
-		                                 .len = c->file_len,
+		                                 .offset = off,
+		                                 .len = (size_t)len,
 		                                 .deadline = s->now + send_ns +
-		                                             c->file_len / 65536 * 1000 * MS,
+		                                             (off + len) / 65536 * 1000 * MS,
 		                                 .ctx = c});
-		c->writes++;
+		off += len;
 	}
 }
 
@@ -959,10 +963,7 @@ static void on_read(struct server *s, struct conn *c, const struct proact_comple
 
 static void on_write(struct server *s, struct conn *c, const struct proact_completion *r)
 {
-	if (r->op == PROACT_OP_SENDFILE) {
-		close(c->file);
-		c->file = -1;
-	} else {
+	if (r->op != PROACT_OP_SENDFILE) {
 		canned_unref(c->canned);
 		c->canned = NULL;
 		out_put(s, c->out);
@@ -970,7 +971,10 @@ static void on_write(struct server *s, struct conn *c, const struct proact_compl
 		free(c->body);
 		c->body = NULL;
 	}
-	c->writes--;
+	if (--c->writes == 0 && c->file >= 0) { /* the last piece of the file */
+		close(c->file);
+		c->file = -1;
+	}
 	if (c->closing)
 		return;
 	if (r->error) {

@@ -59,8 +59,8 @@
  * thread there is no lock at all). Measured simplicity over sharding: on two
  * cores the load generator needs one of them anyway.
  *
- * SIGINT and SIGTERM come through a signalfd read on the first watcher, as
- * in echo_server; on exit one summary line is printed.
+ * The threads, listeners, accepts and stop signals (SIGINT, SIGTERM) are
+ * util.c's shards, as in echo_server; on exit one summary line is printed.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -72,9 +72,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,11 +85,9 @@
 #include "proact.h"
 #include "util.h"
 
-#define BATCH         256   /* completions per proact_wait */
 #define POOL_BUF_SIZE 16384 /* pool buffer size, the cap of each read */
 #define ACCEPTS       16    /* accepts pending per listener */
 #define MAX_THREADS   64
-#define NSIGINFO      4
 
 #define MAX_BULK     (64u << 20)             /* longest bulk string */
 #define MAX_ARGS     (1024 * 1024)           /* elements of one multibulk */
@@ -495,17 +491,11 @@ struct conn {
 	uint64_t deadline; /* ns: the partial command's, then the linger's */
 };
 
+/* One per thread: its watcher, listener and loop (the shard), its
+   connections, and what it keeps to reuse. */
 struct server {
-	proact_watcher *w;
-	int lfd;
-	bool lfd_registered;
-	bool failed;
-	int sfd; /* the first server only: the signalfd, else -1 */
-	bool sfd_registered;
-	ex_siginfo sig[NSIGINFO];
+	struct ex_shard sh; /* first: the shard's address is the server's */
 	struct link live;
-	struct ex_batch reqs;
-	pthread_t thread;
 	int64_t now;            /* CLOCK_MONOTONIC ms, read once per wait */
 	char *spare[OUT_SPARE]; /* free OUT_CHUNK buffers */
 	int nspare;
@@ -520,9 +510,7 @@ struct options {
 	uint64_t partial_ms;
 };
 
-static atomic_bool stopping;
 static struct server sv[MAX_THREADS];
-static unsigned nservers;
 static uint64_t partial_ns;
 
 static const char usage_text[] = "usage: resp_server [--host ADDR] [--port N] [--backend NAME] "
@@ -1370,21 +1358,11 @@ static void parse_reset(struct parse *ps)
 
 static void conn_close(struct server *s, struct conn *c);
 
-static void fatal(struct server *s, const char *what, int err)
-{
-	fprintf(stderr, "resp_server: %s: %s\n", what, proact_strerror(err));
-	s->failed = true;
-	kill(getpid(), SIGTERM); /* the signalfd read stops everyone */
-}
-
 static void refused(void *arg, const struct proact_request *r, int err)
 {
 	struct server *s = arg;
-	if (r->op == PROACT_OP_ACCEPT || r->ctx == s->sig) {
-		fatal(s, r->op == PROACT_OP_ACCEPT ? "proact_accept" : "signalfd read", err);
-		atomic_store(&stopping, true);
+	if (ex_shard_refused(&s->sh, r, err))
 		return;
-	}
 	struct conn *c = r->ctx;
 	if (err != -EALREADY)
 		s->errors++;
@@ -1393,7 +1371,7 @@ static void refused(void *arg, const struct proact_request *r, int err)
 
 static void queue(struct server *s, struct proact_request r)
 {
-	ex_batch_queue(&s->reqs, r);
+	ex_batch_queue(&s->sh.reqs, r);
 }
 
 /* A pool read; while a command is partial, it must be whole by its
@@ -1442,11 +1420,6 @@ static bool paused(const struct conn *c)
 	return c->out.len >= OUT_PAUSE;
 }
 
-static void queue_accept(struct server *s)
-{
-	queue(s, (struct proact_request){.fd = s->lfd, .op = PROACT_OP_ACCEPT});
-}
-
 /* ==== connections ========================================================= */
 
 static void args_return(struct server *s, struct parse *ps)
@@ -1487,12 +1460,13 @@ static void conn_close(struct server *s, struct conn *c)
 	if (c->closing)
 		return;
 	c->closing = true;
-	if (ex_free_fd(s->w, c->fd, c) == -ENOENT)
+	if (ex_free_fd(s->sh.w, c->fd, c) == -ENOENT)
 		conn_release(s, c);
 }
 
-static void conn_open(struct server *s, int fd)
+static void conn_open(struct ex_shard *sh, int fd)
 {
+	struct server *s = (struct server *)sh;
 	struct conn *c = calloc(1, sizeof(*c));
 	if (!c) {
 		close(fd);
@@ -1606,19 +1580,6 @@ static void consume(struct server *s, struct conn *c, char *data, size_t len)
 
 /* ==== completions ========================================================= */
 
-static void on_accept(struct server *s, const struct proact_completion *r)
-{
-	if (r->error == ECANCELED)
-		return;
-	if (r->error == 0) {
-		conn_open(s, r->newfd);
-	} else if (!ex_accept_transient(r->error)) {
-		fatal(s, "accept", r->error);
-		return;
-	}
-	queue_accept(s);
-}
-
 /* After an error reply or QUIT: what comes is dropped until end of stream,
    an error or the linger deadline. */
 static void on_drain(struct server *s, struct conn *c, const struct proact_completion *r)
@@ -1640,7 +1601,8 @@ static void arm_sweep(void)
 {
 	if (!db.volatile_keys || db.sweep_armed)
 		return;
-	db.sweep_armed = proact_timer(sv[0].w, proact_deadline_in(SWEEP_MS), &sweep_tag, NULL) == 0;
+	db.sweep_armed =
+	    proact_timer(sv[0].sh.w, proact_deadline_in(SWEEP_MS), &sweep_tag, NULL) == 0;
 }
 
 static void on_sweep(struct server *s, const struct proact_completion *r)
@@ -1708,26 +1670,11 @@ static void on_shutdown(struct server *s, struct conn *c, const struct proact_co
 		conn_close(s, c);
 }
 
-static void on_signal(struct server *s, const struct proact_completion *r)
+static void on_completion(struct ex_shard *sh, const struct proact_completion *r)
 {
-	if (r->error)
-		fatal(s, "signalfd", r->error);
-	atomic_store(&stopping, true);
-	for (unsigned i = 1; i < nservers; i++)
-		proact_wakeup(sv[i].w);
-}
-
-static void on_completion(struct server *s, const struct proact_completion *r)
-{
-	if (r->ctx == s->sig) {
-		on_signal(s, r);
-		return;
-	}
+	struct server *s = (struct server *)sh;
 	struct conn *c = r->ctx;
 	switch (r->op) {
-	case PROACT_OP_ACCEPT:
-		on_accept(s, r);
-		break;
 	case PROACT_OP_TIMER:
 		on_sweep(s, r);
 		break;
@@ -1755,24 +1702,10 @@ static int64_t now_ms(void)
 	return (int64_t)(proact_now() / 1000000u);
 }
 
-static void *run(void *arg)
+/* Before each round's completions: the time commands and expiry go by. */
+static void round_start(struct ex_shard *sh)
 {
-	struct server *s = arg;
-	struct proact_completion comp[BATCH];
-	while (!atomic_load(&stopping)) {
-		int n = proact_wait(s->w, comp, BATCH, -1);
-		if (n == -EINTR)
-			continue;
-		if (n < 0) {
-			fatal(s, "proact_wait", n);
-			break;
-		}
-		s->now = now_ms();
-		for (int i = 0; i < n; i++)
-			on_completion(s, &comp[i]);
-		ex_batch_flush(&s->reqs);
-	}
-	return NULL;
+	((struct server *)sh)->now = now_ms();
 }
 
 /* ==== setup and exit ====================================================== */
@@ -1789,78 +1722,23 @@ static bool take_option(void *arg, const char *name, const char *v)
 	return true;
 }
 
-static int open_listeners(unsigned n, const char *host, const char *port)
-{
-	sv[0].lfd = ex_open_listener(host, port, 4096, n > 1);
-	if (sv[0].lfd < 0)
-		return -1;
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	if (getsockname(sv[0].lfd, (struct sockaddr *)&ss, &len) < 0)
-		return -1;
-	for (unsigned i = 1; i < n; i++) {
-		sv[i].lfd = ex_listen((struct sockaddr *)&ss, len, 4096, true);
-		if (sv[i].lfd < 0)
-			return -1;
-	}
-	return 0;
-}
-
 static int setup(struct server *s, const struct options *o)
 {
 	struct proact_options po = {.backend = o->net.backend, .pool_buffer_size = POOL_BUF_SIZE};
 	s->live.next = s->live.prev = &s->live;
 	s->now = now_ms();
-	int rc = proact_watcher_new(&s->w, &po);
-	if (rc < 0) {
-		fprintf(stderr, "resp_server: proact_watcher_new: %s\n", proact_strerror(rc));
-		return -1;
-	}
-	s->reqs = (struct ex_batch){.w = s->w, .refused = refused, .ctx = s};
-	if (ex_accept_first(s->w, s->lfd) < 0)
-		return -1;
-	s->lfd_registered = true;
-	for (int i = 1; i < ACCEPTS; i++)
-		queue_accept(s);
-	if (s->sfd >= 0)
-		queue(s, ex_signal_read(s->sfd, s->sig, sizeof(s->sig)));
-	ex_batch_flush(&s->reqs);
-	s->sfd_registered = s->sfd >= 0 && !s->failed;
-	return s->failed ? -1 : 0;
+	return ex_shard_setup(&s->sh, &po, ACCEPTS, refused, s);
 }
 
+/* After shutdown nothing more is delivered: what is left goes here. */
 static void teardown(struct server *s)
 {
-	proact_watcher_destroy(s->w);
+	ex_shard_close(&s->sh);
 	while (s->live.next && s->live.next != &s->live)
 		conn_release(s, (struct conn *)s->live.next);
 	while (s->nspare)
 		free(s->spare[--s->nspare]);
 	free(s->args);
-	if (!s->lfd_registered && s->lfd >= 0)
-		close(s->lfd);
-	if (!s->sfd_registered && s->sfd >= 0)
-		close(s->sfd);
-}
-
-static unsigned start_threads(unsigned n)
-{
-	for (unsigned i = 1; i < n; i++) {
-		if (pthread_create(&sv[i].thread, NULL, run, &sv[i]) != 0) {
-			fprintf(stderr, "resp_server: pthread_create failed\n");
-			return i - 1;
-		}
-	}
-	return n - 1;
-}
-
-static void join_threads(unsigned started)
-{
-	atomic_store(&stopping, true);
-	for (unsigned i = 1; i <= started; i++)
-		proact_wakeup(sv[i].w);
-	for (unsigned i = 1; i <= started; i++)
-		pthread_join(sv[i].thread, NULL);
 }
 
 static bool report(unsigned n)
@@ -1873,7 +1751,7 @@ static bool report(unsigned n)
 		perr += sv[i].protocol_errors;
 		resets += sv[i].resets;
 		errors += sv[i].errors;
-		failed |= sv[i].failed;
+		failed |= sv[i].sh.failed;
 	}
 	printf("resp_server: accepted %" PRIu64 " connections, %" PRIu64
 	       " commands, %zu keys, %" PRIu64 " protocol errors, %" PRIu64 " resets, %" PRIu64
@@ -1891,30 +1769,25 @@ int main(int argc, char **argv)
 	ex_parse_options(argc, argv, take_option, &o);
 	ex_raise_fd_limit();
 	partial_ns = o.partial_ms * 1000000u;
-	nservers = o.threads;
-	db.shared = nservers > 1;
+	unsigned n = o.threads;
+	db.shared = n > 1;
 	db_seed(&db);
-	for (unsigned i = 0; i < nservers; i++)
-		sv[i].lfd = sv[i].sfd = -1;
-	sv[0].sfd = ex_open_signalfd();
-	if (sv[0].sfd < 0) {
-		perror("resp_server: signalfd");
-		return 1;
-	}
-	bool ok = open_listeners(nservers, o.net.host, o.net.port) == 0;
-	for (unsigned i = 0; ok && i < nservers; i++)
+	struct ex_shard *shards[MAX_THREADS];
+	for (unsigned i = 0; i < n; i++)
+		shards[i] = &sv[i].sh;
+	bool ok = ex_shards_open(shards, n, o.net.host, o.net.port, 4096) == 0;
+	for (unsigned i = 0; ok && i < n; i++)
 		ok = setup(&sv[i], &o) == 0;
 	if (ok) {
-		fprintf(stderr, "resp_server: backend %s, %u thread%s\n", proact_backend(sv[0].w),
-		        nservers, nservers == 1 ? "" : "s");
-		ex_print_listening(sv[0].lfd);
-		unsigned started = start_threads(nservers);
-		if (started == nservers - 1)
-			run(&sv[0]);
-		join_threads(started);
-		ok = report(nservers) && started == nservers - 1;
+		fprintf(stderr, "resp_server: backend %s, %u thread%s\n",
+		        proact_backend(sv[0].sh.w), n, n == 1 ? "" : "s");
+		ex_print_listening(sv[0].sh.lfd);
+		static const struct ex_shard_ops ops = {
+		    .round = round_start, .accepted = conn_open, .completion = on_completion};
+		ok = ex_shards_run(shards, n, &ops);
+		ok = report(n) && ok;
 	}
-	for (unsigned i = 0; i < nservers; i++)
+	for (unsigned i = 0; i < n; i++)
 		teardown(&sv[i]);
 	db_flush(&db);
 	return ok ? 0 : 1;

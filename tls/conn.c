@@ -248,10 +248,16 @@ static bool read_one(struct proact_tls_conn *c, struct tls__req *r)
 		c->rx_eof = true;
 		return true;
 	}
-	if (e == SSL_ERROR_WANT_READ && !c->reneg)
+	if (e == SSL_ERROR_WANT_READ && !c->reneg) {
+		/* Idle until ciphertext comes: OpenSSL's release-buffers mode
+		   keeps the read buffer after a handshake record; let it go (a
+		   partial record in it keeps it). */
+		if (c->in_len == 0)
+			SSL_free_buffers(c->ssl);
 		need_input(c);
-	else
+	} else {
 		ssl_fail(c, e);
+	}
 	return false;
 }
 

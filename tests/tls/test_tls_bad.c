@@ -120,14 +120,21 @@ static void test_not_client_hello(void **state)
 	close(peer);
 }
 
+/* A server connection that got the first half of a real ClientHello. */
+static proact_tls_conn *half_hello(struct fixture *f, int *peer)
+{
+	uint8_t hello[4096];
+	size_t n = client_hello(f, hello, sizeof(hello));
+	proact_tls_conn *c = victim(f, peer, 0);
+	t_write_all(*peer, hello, n / 2);
+	return c;
+}
+
 static void test_truncated_record(void **state)
 {
 	struct fixture *f = *state;
-	uint8_t hello[4096];
-	size_t n = client_hello(f, hello, sizeof(hello));
 	int peer;
-	proact_tls_conn *c = victim(f, &peer, 0);
-	t_write_all(peer, hello, n / 2);
+	proact_tls_conn *c = half_hello(f, &peer);
 	shutdown(peer, SHUT_WR);
 	expect_failure(f, c, PROACT_TLS_OP_HANDSHAKE, EPROTO);
 	close(peer);
@@ -136,11 +143,8 @@ static void test_truncated_record(void **state)
 static void test_reset_mid_handshake(void **state)
 {
 	struct fixture *f = *state;
-	uint8_t hello[4096];
-	size_t n = client_hello(f, hello, sizeof(hello));
 	int peer;
-	proact_tls_conn *c = victim(f, &peer, 0);
-	t_write_all(peer, hello, n / 2);
+	proact_tls_conn *c = half_hello(f, &peer);
 	t_linger_reset(peer);
 	close(peer);
 	expect_failure(f, c, PROACT_TLS_OP_HANDSHAKE, ECONNRESET);

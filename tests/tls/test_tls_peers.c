@@ -52,15 +52,46 @@ static void feed(struct feeder *f)
 	}
 }
 
+/* The server side of a test: a layer, a context, a blocking listener. */
+struct server {
+	struct tt_layer l;
+	proact_tls_ctx *ctx;
+	int lfd, port;
+};
+
+static void server_start(struct server *s, const char *alpn)
+{
+	tt_layer_new(&s->l);
+	s->ctx = tt_server_ctx(false, alpn);
+	s->lfd = t_listener(&s->port);
+	t_set_rcvtimeo(s->lfd, 10);
+}
+
+/* Accepts the client's connection and makes it a TLS one, handshake queued. */
+static proact_tls_conn *server_accept(struct server *s)
+{
+	proact_tls_conn *c;
+	assert_int_equal(proact_tls_conn_new(s->l.t, &c, tt_accept(s->lfd), s->ctx, NULL), 0);
+	assert_int_equal(proact_tls_handshake(c, proact_deadline_in(TT_TIMEOUT_MS), c), 0);
+	return c;
+}
+
+static void server_stop(struct server *s, proact_tls_conn *c)
+{
+	tt_free(s->l.t, c);
+	close(s->lfd);
+	tt_layer_free(&s->l);
+	proact_tls_ctx_free(s->ctx);
+}
+
 static void test_server_s_client(void **state)
 {
 	(void)state;
 	const struct tt_certs *certs = tt_certs();
-	struct tt_layer l;
-	tt_layer_new(&l);
-	proact_tls_ctx *sctx = tt_server_ctx(false, "h2,http/1.1");
-	int port, lfd = t_listener(&port);
-	t_set_rcvtimeo(lfd, 10);
+	struct server sv;
+	server_start(&sv, "h2,http/1.1");
+	struct tt_layer l = sv.l;
+	int port = sv.port;
 	char addr[64];
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
 	char *argv[] = {"openssl",
@@ -82,10 +113,7 @@ static void test_server_s_client(void **state)
 	struct feeder f = {.msg = msg, .bad = -1};
 	pid_t pid = tt_spawn(argv, &f.in, &f.out);
 	t_set_nonblock(f.in, 1);
-	int fd = tt_accept(lfd);
-	proact_tls_conn *c;
-	assert_int_equal(proact_tls_conn_new(l.t, &c, fd, sctx, NULL), 0);
-	assert_int_equal(proact_tls_handshake(c, proact_deadline_in(TT_TIMEOUT_MS), c), 0);
+	proact_tls_conn *c = server_accept(&sv);
 
 	/* Echo: each read's buffer is written back as it is. */
 	size_t echoed = 0;
@@ -134,13 +162,10 @@ static void test_server_s_client(void **state)
 	assert_int_equal(f.received, MSG);
 	assert_int_equal(f.bad, -1);
 	assert_int_equal(st, 0);
-	tt_free(l.t, c);
 	close(f.in);
 	close(f.out);
-	close(lfd);
 	free(msg);
-	tt_layer_free(&l);
-	proact_tls_ctx_free(sctx);
+	server_stop(&sv, c);
 }
 
 /* ---- proact as the client, openssl s_server as the server ----------------- */
@@ -280,11 +305,9 @@ static void test_curl(void **state)
 {
 	(void)state;
 	const struct tt_certs *certs = tt_certs();
-	struct tt_layer l;
-	tt_layer_new(&l);
-	proact_tls_ctx *sctx = tt_server_ctx(false, "http/1.1");
-	int port, lfd = t_listener(&port);
-	t_set_rcvtimeo(lfd, 10);
+	struct server sv;
+	server_start(&sv, "http/1.1");
+	int port = sv.port;
 	char url[64], resolve[64];
 	snprintf(url, sizeof(url), "https://localhost:%d/", port);
 	snprintf(resolve, sizeof(resolve), "localhost:%d:127.0.0.1", port);
@@ -292,25 +315,19 @@ static void test_curl(void **state)
 	                "--resolve", resolve, url,          url,  NULL};
 	int in, out;
 	pid_t pid = tt_spawn(argv, &in, &out);
-	int fd = tt_accept(lfd);
-	proact_tls_conn *c;
-	assert_int_equal(proact_tls_conn_new(l.t, &c, fd, sctx, NULL), 0);
-	assert_int_equal(proact_tls_handshake(c, proact_deadline_in(TT_TIMEOUT_MS), NULL), 0);
-	struct proact_completion r = tt_expect(l.t, c, PROACT_TLS_OP_HANDSHAKE);
+	proact_tls_conn *c = server_accept(&sv);
+	struct proact_completion r = tt_expect(sv.l.t, c, PROACT_TLS_OP_HANDSHAKE);
 	if (r.error)
 		fail_msg("handshake: %s (%s)", proact_strerror(r.error), proact_tls_error(c));
-	assert_int_equal(serve_https(l.t, c), 2);
+	assert_int_equal(serve_https(sv.l.t, c), 2);
 	char body[64];
 	size_t n = tt_read_pipe(out, body, sizeof(body), 10000);
 	assert_int_equal(tt_reap(pid, 10), 0);
 	assert_int_equal(n, 12);
 	assert_memory_equal(body, "hello\nhello\n", 12);
-	tt_free(l.t, c);
 	close(in);
 	close(out);
-	close(lfd);
-	tt_layer_free(&l);
-	proact_tls_ctx_free(sctx);
+	server_stop(&sv, c);
 }
 
 int main(void)

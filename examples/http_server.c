@@ -14,8 +14,8 @@
  * Memory per connection: an idle connection has a NULL-buffer read pending
  * and holds no buffer. A request that arrives in pieces is copied into a
  * per-connection buffer of at most 8 KiB, freed once it is whole; so are the
- * unanswered requests that follow a file reply (a read brings 8 KiB at
- * most). The replies to every request of one read go out in one gathered
+ * unanswered requests behind a file reply or a full gathered write (a read
+ * brings 8 KiB at most). The replies to every request of one read go out in one gathered
  * write; the next read is queued only once that write completed, so a client
  * that pipelines without reading is slowed down by TCP, not buffered. A file
  * of up to 16 KiB is read into the write of its headers (one send); a larger
@@ -31,6 +31,7 @@
  *        (no route takes one)
  *   414  a request line over 8 KiB;  431  a header block over 8 KiB
  *   501  any method but GET and HEAD;  505  an HTTP version but 1.0 and 1.1
+ *   500  a file that cannot be opened for another reason (out of fds...)
  * and 403 (a ".." segment, a directory or other non-regular file, a file it
  * may not read) or 404, keeping the connection. After a last reply the
  * write side is shut and input is drained for up to 2 s, so that the client

@@ -26,8 +26,13 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#ifdef _WIN32
+#include <errno.h>
+#include <winsock2.h>
+#else
 #include <sys/socket.h>
 #include <sys/uio.h>
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -42,6 +47,28 @@ extern "C" {
 #define PROACT_VERSION_MAJOR 0
 #define PROACT_VERSION_MINOR 1
 #define PROACT_VERSION_PATCH 0
+
+/**
+ * proact_socket - what a request names: a descriptor on POSIX (exactly int,
+ * so POSIX programs and the ABI see no change), a SOCKET on Windows. The
+ * text below says "fd" for it. On Windows, TIMER's -1 is INVALID_SOCKET,
+ * and only sockets whose handle value fits in an int can be registered
+ * (every handle Windows gives out does: -EBADF otherwise).
+ */
+#ifdef _WIN32
+typedef SOCKET proact_socket;
+/* The gather-write segment, as on POSIX (Windows has no <sys/uio.h>). */
+struct iovec {
+	void *iov_base;
+	size_t iov_len;
+};
+/* Windows' C library has no ESHUTDOWN: Winsock's number for the same error. */
+#ifndef ESHUTDOWN
+#define ESHUTDOWN 10058
+#endif
+#else
+typedef int proact_socket;
+#endif
 
 /** The watcher: registrations, queues, deadlines, the buffer pool. Opaque. */
 typedef struct proact_watcher proact_watcher;
@@ -75,7 +102,7 @@ enum proact_op {
  * Unused fields must be zero (a designated initializer does it).
  */
 struct proact_request {
-	int fd;                  /* the descriptor; registered on first use (TIMER: -1) */
+	proact_socket fd;        /* the descriptor; registered on first use (TIMER: -1) */
 	uint8_t op;              /* enum proact_op, any but FREE and DETACH */
 	uint8_t reserved[3];     /* must be zero */
 	uint32_t flags;          /* PROACT_FULL (READ only) */
@@ -97,25 +124,26 @@ struct proact_request {
 
 /** One completion, as filled in by proact_wait(). All fields read-only. */
 struct proact_completion {
-	int fd;     /* the descriptor the request was submitted on (TIMER: -1) */
-	uint8_t op; /* enum proact_op */
+	proact_socket fd; /* the descriptor the request was submitted on (TIMER: -1) */
+	uint8_t op;       /* enum proact_op */
 	uint8_t reserved[3];
-	uint32_t flags;   /* PROACT_COMP_* */
-	int error;        /* 0 or a positive errno (see the per-call notes) */
-	void *ctx;        /* as submitted (for FREE/DETACH: as given to the call) */
-	void *buf;        /* READ/WRITE/RECVFROM/SENDTO: the buffer (pool buffer if
-	                     COMP_POOL); WRITEV: the iov array as submitted; others NULL */
-	size_t size;      /* bytes moved in total, also on error and deadline */
-	int newfd;        /* ACCEPT: the accepted socket, else -1 */
-	uint32_t addrlen; /* ACCEPT, RECVFROM: length of the address stored at addr */
+	uint32_t flags;      /* PROACT_COMP_* */
+	int error;           /* 0 or a positive errno (see the per-call notes) */
+	void *ctx;           /* as submitted (for FREE/DETACH: as given to the call) */
+	void *buf;           /* READ/WRITE/RECVFROM/SENDTO: the buffer (pool buffer if
+	                        COMP_POOL); WRITEV: the iov array as submitted; others NULL */
+	size_t size;         /* bytes moved in total, also on error and deadline */
+	proact_socket newfd; /* ACCEPT: the accepted socket, else -1 */
+	uint32_t addrlen;    /* ACCEPT, RECVFROM: length of the address stored at addr */
 };
 
 /** Watcher options; zero or NULL fields take the default shown. */
 struct proact_options {
-	/* "io_uring", "epoll", "kqueue" or NULL. NULL: the environment
+	/* "io_uring", "epoll", "kqueue", "iocp" or NULL. NULL: the environment
 	   variable PROACT_BACKEND if set (not in a set-user-ID program, where
 	   the platform can tell), else the best backend that works here:
-	   io_uring, then epoll on Linux; kqueue on the BSDs and macOS. */
+	   io_uring, then epoll on Linux; kqueue on the BSDs and macOS;
+	   iocp on Windows (see proact_backend for what it lacks). */
 	const char *backend;
 	uint32_t pool_buffer_size;   /* bytes per pool buffer; default 16384 */
 	uint32_t pool_buffer_count;  /* pool buffers; default 256 (0 means default,
@@ -169,7 +197,18 @@ PROACT_API void proact_watcher_destroy(proact_watcher *w);
 
 /**
  * proact_backend - the name of the backend the watcher runs on:
- * "io_uring", "epoll" or "kqueue". NULL if @w is NULL. Any thread.
+ * "io_uring", "epoll", "kqueue" or "iocp". NULL if @w is NULL. Any thread.
+ *
+ * iocp (Windows): sockets only (anything else is -EBADF). Datagrams
+ * (proact_recvfrom, proact_sendto) and file sends (proact_sendfile) are
+ * not done yet: their submissions return -ENOTSUP. Windows error codes
+ * arrive as the errno of the same sense (WSAECONNRESET as ECONNRESET...),
+ * EIO where none fits. A socket cannot leave its completion port: after
+ * proact_detach() it stays associated with this watcher's port, and
+ * non-blocking (Windows cannot tell whether it was), so only this watcher
+ * can take it back, and overlapped calls of the program's own on it would
+ * complete into this watcher's port. The pool's idle buffers are
+ * decommitted (VirtualFree), the counterpart of MADV_DONTNEED.
  */
 PROACT_API const char *proact_backend(const proact_watcher *w);
 
@@ -228,9 +267,10 @@ PROACT_API const char *proact_backend(const proact_watcher *w);
  * refuses to watch fails the requests waiting on it with the kernel's errno
  * (ENOMEM, ...) in their completions instead of in this call's result.
  */
-PROACT_API int proact_read(proact_watcher *w, int fd, void *buf, size_t len, void *ctx);
-PROACT_API int proact_read_full(proact_watcher *w, int fd, void *buf, size_t len, void *ctx);
-PROACT_API int proact_read_deadline(proact_watcher *w, int fd, void *buf, size_t len,
+PROACT_API int proact_read(proact_watcher *w, proact_socket fd, void *buf, size_t len, void *ctx);
+PROACT_API int proact_read_full(proact_watcher *w, proact_socket fd, void *buf, size_t len,
+                                void *ctx);
+PROACT_API int proact_read_deadline(proact_watcher *w, proact_socket fd, void *buf, size_t len,
                                     uint32_t flags, uint64_t deadline, void *ctx);
 
 /**
@@ -260,11 +300,12 @@ PROACT_API int proact_read_deadline(proact_watcher *w, int fd, void *buf, size_t
  * proact_free() and proact_watcher_shutdown() end it by shutting the socket
  * down (the peer sees the end of the stream), as they close it anyway.
  */
-PROACT_API int proact_write(proact_watcher *w, int fd, const void *buf, size_t len, void *ctx);
-PROACT_API int proact_writev(proact_watcher *w, int fd, const struct iovec *iov, int iovcnt,
-                             void *ctx);
-PROACT_API int proact_write_deadline(proact_watcher *w, int fd, const void *buf, size_t len,
-                                     uint64_t deadline, void *ctx);
+PROACT_API int proact_write(proact_watcher *w, proact_socket fd, const void *buf, size_t len,
+                            void *ctx);
+PROACT_API int proact_writev(proact_watcher *w, proact_socket fd, const struct iovec *iov,
+                             int iovcnt, void *ctx);
+PROACT_API int proact_write_deadline(proact_watcher *w, proact_socket fd, const void *buf,
+                                     size_t len, uint64_t deadline, void *ctx);
 
 /**
  * proact_sendfile, proact_sendfile_deadline - queue the sending of @len bytes
@@ -298,10 +339,10 @@ PROACT_API int proact_write_deadline(proact_watcher *w, int fd, const void *buf,
  * ENODATA: the file ended before the range did (size = the bytes sent; if
  * that is more than 0, a cut as for an expired write).
  */
-PROACT_API int proact_sendfile(proact_watcher *w, int fd, int file, uint64_t offset, size_t len,
-                               void *ctx);
-PROACT_API int proact_sendfile_deadline(proact_watcher *w, int fd, int file, uint64_t offset,
-                                        size_t len, uint64_t deadline, void *ctx);
+PROACT_API int proact_sendfile(proact_watcher *w, proact_socket fd, int file, uint64_t offset,
+                               size_t len, void *ctx);
+PROACT_API int proact_sendfile_deadline(proact_watcher *w, proact_socket fd, int file,
+                                        uint64_t offset, size_t len, uint64_t deadline, void *ctx);
 
 /**
  * proact_submit - queue @n requests at once, with one wake-up of the waiter.
@@ -344,8 +385,8 @@ PROACT_API int proact_submit(proact_watcher *w, const struct proact_request *req
  * EINVAL
  * (@fd is not listening), ETIMEDOUT, ECANCELED.
  */
-PROACT_API int proact_accept(proact_watcher *w, int fd, struct sockaddr *addr, uint32_t addrlen,
-                             void *ctx);
+PROACT_API int proact_accept(proact_watcher *w, proact_socket fd, struct sockaddr *addr,
+                             uint32_t addrlen, void *ctx);
 
 /**
  * proact_connect - queue a non-blocking connect of socket @fd to @addr.
@@ -361,7 +402,7 @@ PROACT_API int proact_accept(proact_watcher *w, int fd, struct sockaddr *addr, u
  * (whose connect completes at once or fails, EAGAIN meaning a full backlog).
  * Returns 0 or the errors of proact_read() (-EINVAL: NULL @addr or @addrlen 0).
  */
-PROACT_API int proact_connect(proact_watcher *w, int fd, const struct sockaddr *addr,
+PROACT_API int proact_connect(proact_watcher *w, proact_socket fd, const struct sockaddr *addr,
                               uint32_t addrlen, uint64_t deadline, void *ctx);
 
 /**
@@ -373,7 +414,7 @@ PROACT_API int proact_connect(proact_watcher *w, int fd, const struct sockaddr *
  * 0 or the errno of shutdown() (ENOTCONN...). Writes submitted after it fail
  * with EPIPE. Reads are not affected. Returns 0 or the errors of proact_read().
  */
-PROACT_API int proact_shutdown_write(proact_watcher *w, int fd, void *ctx);
+PROACT_API int proact_shutdown_write(proact_watcher *w, proact_socket fd, void *ctx);
 
 /**
  * proact_recvfrom, proact_sendto - one datagram each (UDP, or any datagram socket).
@@ -396,9 +437,9 @@ PROACT_API int proact_shutdown_write(proact_watcher *w, int fd, void *ctx);
  * @addrlen not 0 (or the reverse), and for proact_sendto() with a NULL @buf
  * or @len 0 (an empty datagram is received, never sent).
  */
-PROACT_API int proact_recvfrom(proact_watcher *w, int fd, void *buf, size_t len,
+PROACT_API int proact_recvfrom(proact_watcher *w, proact_socket fd, void *buf, size_t len,
                                struct sockaddr *addr, uint32_t addrlen, void *ctx);
-PROACT_API int proact_sendto(proact_watcher *w, int fd, const void *buf, size_t len,
+PROACT_API int proact_sendto(proact_watcher *w, proact_socket fd, const void *buf, size_t len,
                              const struct sockaddr *addr, uint32_t addrlen, void *ctx);
 
 /**
@@ -420,8 +461,8 @@ PROACT_API int proact_sendto(proact_watcher *w, int fd, const void *buf, size_t 
  * registered), -EALREADY (already being freed or detached), -ESHUTDOWN,
  * -ENOBUFS (watcher limit reached), -ENOMEM.
  */
-PROACT_API int proact_free(proact_watcher *w, int fd, void *ctx);
-PROACT_API int proact_detach(proact_watcher *w, int fd, void *ctx);
+PROACT_API int proact_free(proact_watcher *w, proact_socket fd, void *ctx);
+PROACT_API int proact_detach(proact_watcher *w, proact_socket fd, void *ctx);
 
 /* ------------------------------------------------------------------------ */
 /* Timers                                                                    */

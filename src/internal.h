@@ -17,14 +17,13 @@
 #define PROACT_INTERNAL_H
 
 #include <limits.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "lock.h"
+#include "platform.h"
 #include "proact.h"
 
 enum { PROACT__RD = 0, PROACT__WR = 1 };
@@ -184,6 +183,9 @@ struct proact_watcher;
 /* The backend interface: about seven operations, each with private state. */
 struct proact__backend {
 	const char *name;
+	/* A bit per op (1u << PROACT_OP_*) the backend cannot do: submissions
+	   of it fail with -ENOTSUP. */
+	uint32_t unsupported;
 	int (*init)(struct proact_watcher *w);
 	void (*destroy)(struct proact_watcher *w);
 	/* Registers a descriptor; returns 0 or a negative errno. */
@@ -224,6 +226,15 @@ int proact__uring_probe(void);
 #endif
 #ifdef PROACT_HAVE_KQUEUE
 extern const struct proact__backend proact__backend_kqueue;
+#endif
+#ifdef PROACT_HAVE_IOCP
+extern const struct proact__backend proact__backend_iocp;
+#endif
+
+#ifdef _WIN32
+/* platform/win32.c: learns what kind of socket fd is and makes it
+   non-blocking (Windows cannot tell whether it was: detach leaves it so). */
+int proact__win_fd_prepare(struct proact__fd *f, int fd);
 #endif
 
 /* ready.c: a readiness backend's io(): the head request of dir, now, if
@@ -278,7 +289,7 @@ struct proact_watcher {
 	   request in the kernel (epoll; io_uring polling first), so it may park. */
 	bool park_reads;
 	/* The thread that last called proact_wait (see proact_submit). */
-	pthread_t waiter;
+	proact__thread waiter;
 	bool has_waiter;
 	bool closed;
 	bool waiting;   /* a thread is inside proact_wait */

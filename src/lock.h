@@ -6,8 +6,9 @@
  * trip, where a pthread mutex costs tens of instructions through two library
  * calls. The word is 0 (free), 1 (held) or 2 (held, and a thread may sleep
  * on it): only a release of a 2 enters the kernel (the classic three-state
- * futex mutex). Elsewhere a pthread mutex: portable, and the BSDs' and
- * macOS's are fast enough uncontended.
+ * futex mutex). Windows: a slim reader/writer lock taken exclusively, one
+ * interlocked instruction uncontended and no pthreads. Elsewhere a pthread
+ * mutex: portable, and the BSDs' and macOS's are fast enough uncontended.
  */
 #ifndef PROACT_LOCK_H
 #define PROACT_LOCK_H
@@ -56,6 +57,38 @@ static inline void proact__mutex_unlock(proact__mutex *m)
 {
 	if (atomic_exchange_explicit(&m->word, 0, memory_order_release) == 2)
 		syscall(SYS_futex, &m->word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+#elif defined(_WIN32)
+
+/* winsock2.h first: windows.h would bring the old winsock.h. */
+#include <winsock2.h>
+
+#include <windows.h>
+
+typedef struct {
+	SRWLOCK l;
+} proact__mutex;
+
+static inline int proact__mutex_init(proact__mutex *m)
+{
+	InitializeSRWLock(&m->l);
+	return 0;
+}
+
+static inline void proact__mutex_destroy(proact__mutex *m)
+{
+	(void)m;
+}
+
+static inline void proact__mutex_lock(proact__mutex *m)
+{
+	AcquireSRWLockExclusive(&m->l);
+}
+
+static inline void proact__mutex_unlock(proact__mutex *m)
+{
+	ReleaseSRWLockExclusive(&m->l);
 }
 
 #else /* POSIX */

@@ -13,9 +13,20 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#ifndef _WIN32
 #include <sys/mman.h>
+#endif
 
 #include "internal.h"
+
+#ifdef _WIN32
+#define pool_map                   proact__os_map
+#define pool_unmap                 proact__os_unmap
+#define PROACT__POOL_DISCARD(p, n) proact__os_discard(p, n)
+#else
+#if defined(MAP_ANONYMOUS) && defined(MADV_DONTNEED)
+#define PROACT__POOL_DISCARD(p, n) madvise(p, n, MADV_DONTNEED)
+#endif
 
 /* MAP_ANONYMOUS is POSIX only since its 2024 edition and strict headers may
    hide it; there a large calloc serves, whose pages the allocator maps
@@ -39,6 +50,7 @@ static void pool_unmap(void *base, size_t bytes)
 	free(base);
 #endif
 }
+#endif
 
 int proact__pool_init(struct proact__pool *p, uint32_t count, uint32_t size)
 {
@@ -118,11 +130,11 @@ void proact__pool_dirty(struct proact__pool *p, uint32_t idx)
 void proact__pool_trim(struct proact_watcher *w, uint64_t now)
 {
 	struct proact__pool *p = &w->pool;
-#if defined(MAP_ANONYMOUS) && defined(MADV_DONTNEED)
+#ifdef PROACT__POOL_DISCARD
 	for (uint32_t i = 0; i < p->low; i++) {
 		uint32_t idx = p->stack[i];
 		if (p->dirty[idx] &&
-		    madvise(proact__pool_addr(p, (int32_t)idx), p->size, MADV_DONTNEED) == 0) {
+		    PROACT__POOL_DISCARD(proact__pool_addr(p, (int32_t)idx), p->size) == 0) {
 			p->dirty[idx] = 0;
 			p->ndirty--;
 		}

@@ -7,13 +7,15 @@
  * completion list, and the next request becomes the head.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#endif
 
 #include "internal.h"
 
@@ -82,6 +84,32 @@ static struct proact__fd *fd_slot(struct proact_watcher *w, int fd)
 	return proact__fd_lookup(w, fd);
 }
 
+#ifdef _WIN32
+
+/* Sockets only; Windows cannot tell whether one was non-blocking. */
+static int fd_open_flags(int fd)
+{
+	return proact__os_fd_check(fd);
+}
+
+static int fd_prepare(struct proact__fd *f, int fd, int fl)
+{
+	(void)fl;
+	return proact__win_fd_prepare(f, fd);
+}
+
+static void fd_restore_blocking(struct proact__fd *f)
+{
+	(void)f;
+}
+
+#else
+
+static int fd_open_flags(int fd)
+{
+	return fcntl(fd, F_GETFL);
+}
+
 /* A 32-bit ino_t makes fstat fail with EOVERFLOW where inode numbers are
    larger (32-bit glibc without _FILE_OFFSET_BITS=64, set by CMake). */
 _Static_assert(sizeof(ino_t) >= 8, "fstat needs 64-bit inode numbers");
@@ -125,6 +153,8 @@ static void fd_restore_blocking(struct proact__fd *f)
 	}
 }
 
+#endif
+
 /* Returns the registration of fd, registering it on first use. */
 static int fd_register(struct proact_watcher *w, int fd, struct proact__fd **out)
 {
@@ -132,7 +162,7 @@ static int fd_register(struct proact_watcher *w, int fd, struct proact__fd **out
 	int fl = 0;
 	if (!f || f->state == PROACT__FD_UNUSED) {
 		/* Only an open fd may grow the table: its number is below the fd limit. */
-		if ((fl = fcntl(fd, F_GETFL)) < 0)
+		if ((fl = fd_open_flags(fd)) < 0)
 			return -EBADF;
 		f = fd_slot(w, fd);
 		if (!f)
@@ -491,7 +521,7 @@ void proact__progress(struct proact_watcher *w, struct proact__fd *f, int dir)
 		if (!r || held_back(f, dir, r))
 			return;
 		if (r->op == PROACT_OP_SHUTDOWN) { /* every earlier write is out: no kernel wait */
-			finish(w, r, shutdown(f->fd, SHUT_WR) == 0 ? 0 : errno);
+			finish(w, r, proact__os_shutdown_wr(f->fd));
 			continue;
 		}
 		if (dir == PROACT__WR && (f->flags & PROACT__F_CUT)) {
@@ -624,7 +654,7 @@ static void finish_close(struct proact_watcher *w, struct proact__fd *f)
 	if (f->flags & PROACT__F_DETACH) {
 		fd_restore_blocking(f);
 	} else {
-		close(f->fd);
+		proact__os_close(f->fd);
 		proact__resume_paused(w); /* a descriptor is free: paused accepts may go on */
 	}
 	fd_reset(f);
@@ -695,7 +725,7 @@ void proact__close_all(struct proact_watcher *w)
 			if (f->state == PROACT__FD_UNUSED)
 				continue;
 			w->be->fd_remove(w, f);
-			close(f->fd);
+			proact__os_close(f->fd);
 			fd_reset(f);
 		}
 	}
@@ -757,7 +787,7 @@ static int validate_timer(const struct proact_request *q)
 {
 	bool unused = !q->flags && !q->buf && !q->len && !q->iov && !q->iovcnt && !q->addr &&
 	              !q->addrlen && !q->file && !q->offset;
-	return q->fd == -1 && unused ? 0 : -EINVAL;
+	return proact__fdnum(q->fd) == -1 && unused ? 0 : -EINVAL;
 }
 
 /* Checks what needs no lock: the request's own fields. */
@@ -809,7 +839,7 @@ int proact__validate(const struct proact_watcher *w, const struct proact_request
 		return -EINVAL;
 	if (q->op != PROACT_OP_SENDFILE && (q->file || q->offset))
 		return -EINVAL;
-	if (q->fd < 0)
+	if (proact__fdnum(q->fd) < 0)
 		return -EBADF;
 	return 0;
 }
@@ -951,7 +981,7 @@ static void fill_req(struct proact__req *r, const struct proact_request *q)
 	                          .addr = q->addr,
 	                          .deadline = q->deadline,
 	                          .heap_idx = PROACT__NO_HEAP,
-	                          .fdnum = q->fd,
+	                          .fdnum = proact__fdnum(q->fd),
 	                          .addrlen = q->addrlen,
 	                          .pool = -1,
 	                          .op = q->op,
@@ -992,11 +1022,13 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 {
 	if (q->op == PROACT_OP_TIMER) /* no fd: no registration, no queue */
 		return proact__timer_add(w, q->deadline, q->ctx, NULL);
+	if ((w->be->unsupported >> q->op) & 1u)
+		return -ENOTSUP;
 	bool pool_read = (q->op == PROACT_OP_READ || q->op == PROACT_OP_RECVFROM) && !q->buf;
 	if (pool_read && w->pool.count == 0)
 		return -ENOBUFS;
 	struct proact__fd *f;
-	int rc = fd_register(w, q->fd, &f);
+	int rc = fd_register(w, proact__fdnum(q->fd), &f);
 	if (rc)
 		return rc;
 	if (f->pending >= w->max_pending_fd)
@@ -1057,16 +1089,16 @@ int proact__deliver(struct proact_watcher *w, struct proact_completion *out, int
 			w->done_tail = NULL;
 		struct proact_completion *c = &out[n++];
 		*c = (struct proact_completion){
-		    .fd = r->fdnum,
+		    .fd = proact__sock(r->fdnum),
 		    .op = r->op,
 		    .error = r->error,
 		    .ctx = r->ctx,
 		    .buf = r->buf,
 		    .size = r->done,
-		    .newfd = -1,
+		    .newfd = proact__sock(-1),
 		};
 		if (r->op == PROACT_OP_ACCEPT) {
-			c->newfd = r->error ? -1 : (int)r->done;
+			c->newfd = proact__sock(r->error ? -1 : (int)r->done);
 			c->size = 0;
 		}
 		if ((r->op == PROACT_OP_ACCEPT || r->op == PROACT_OP_RECVFROM) && r->addr &&

@@ -11,12 +11,14 @@
 
 #include "internal.h"
 
+#ifndef _WIN32 /* Windows: QueryPerformanceCounter, in platform/win32.c */
 uint64_t proact_now(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+#endif
 
 uint64_t proact_deadline_in(uint64_t ms)
 {

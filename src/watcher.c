@@ -35,13 +35,17 @@ static const struct proact__backend *backend_named(const char *name)
 	if (strcmp(name, "kqueue") == 0)
 		return &proact__backend_kqueue;
 #endif
+#ifdef PROACT_HAVE_IOCP
+	if (strcmp(name, "iocp") == 0)
+		return &proact__backend_iocp;
+#endif
 	return NULL;
 }
 
 static int backend_known(const char *name)
 {
 	return strcmp(name, "epoll") == 0 || strcmp(name, "io_uring") == 0 ||
-	       strcmp(name, "kqueue") == 0;
+	       strcmp(name, "kqueue") == 0 || strcmp(name, "iocp") == 0;
 }
 
 /* The automatic choice, best first: io_uring, then epoll on Linux; kqueue
@@ -56,6 +60,9 @@ static const struct proact__backend *const auto_order[] = {
 #endif
 #ifdef PROACT_HAVE_KQUEUE
     &proact__backend_kqueue,
+#endif
+#ifdef PROACT_HAVE_IOCP
+    &proact__backend_iocp,
 #endif
 };
 
@@ -217,7 +224,7 @@ int proact_submit(proact_watcher *w, const struct proact_request *reqs, int n)
 	/* The thread that runs the I/O starts its own requests at once; other
 	   threads hand theirs to it (io_uring: only it enters the ring, so no
 	   completion waits for another thread's task work). */
-	bool on_waiter = w->has_waiter && pthread_equal(w->waiter, pthread_self());
+	bool on_waiter = w->has_waiter && proact__thread_equal(w->waiter, proact__thread_self());
 	for (i = 0; i < n; i++) {
 		rc = proact__validate(w, &reqs[i]);
 		if (rc == 0)
@@ -236,17 +243,17 @@ static int submit_one(proact_watcher *w, const struct proact_request *q)
 	return rc == 1 ? 0 : rc;
 }
 
-int proact_read(proact_watcher *w, int fd, void *buf, size_t len, void *ctx)
+int proact_read(proact_watcher *w, proact_socket fd, void *buf, size_t len, void *ctx)
 {
 	return proact_read_deadline(w, fd, buf, len, 0, 0, ctx);
 }
 
-int proact_read_full(proact_watcher *w, int fd, void *buf, size_t len, void *ctx)
+int proact_read_full(proact_watcher *w, proact_socket fd, void *buf, size_t len, void *ctx)
 {
 	return proact_read_deadline(w, fd, buf, len, PROACT_FULL, 0, ctx);
 }
 
-int proact_read_deadline(proact_watcher *w, int fd, void *buf, size_t len, uint32_t flags,
+int proact_read_deadline(proact_watcher *w, proact_socket fd, void *buf, size_t len, uint32_t flags,
                          uint64_t deadline, void *ctx)
 {
 	struct proact_request q = {.fd = fd,
@@ -259,13 +266,13 @@ int proact_read_deadline(proact_watcher *w, int fd, void *buf, size_t len, uint3
 	return submit_one(w, &q);
 }
 
-int proact_write(proact_watcher *w, int fd, const void *buf, size_t len, void *ctx)
+int proact_write(proact_watcher *w, proact_socket fd, const void *buf, size_t len, void *ctx)
 {
 	return proact_write_deadline(w, fd, buf, len, 0, ctx);
 }
 
-int proact_write_deadline(proact_watcher *w, int fd, const void *buf, size_t len, uint64_t deadline,
-                          void *ctx)
+int proact_write_deadline(proact_watcher *w, proact_socket fd, const void *buf, size_t len,
+                          uint64_t deadline, void *ctx)
 {
 	struct proact_request q = {.fd = fd,
 	                           .op = PROACT_OP_WRITE,
@@ -276,13 +283,14 @@ int proact_write_deadline(proact_watcher *w, int fd, const void *buf, size_t len
 	return submit_one(w, &q);
 }
 
-int proact_sendfile(proact_watcher *w, int fd, int file, uint64_t offset, size_t len, void *ctx)
+int proact_sendfile(proact_watcher *w, proact_socket fd, int file, uint64_t offset, size_t len,
+                    void *ctx)
 {
 	return proact_sendfile_deadline(w, fd, file, offset, len, 0, ctx);
 }
 
-int proact_sendfile_deadline(proact_watcher *w, int fd, int file, uint64_t offset, size_t len,
-                             uint64_t deadline, void *ctx)
+int proact_sendfile_deadline(proact_watcher *w, proact_socket fd, int file, uint64_t offset,
+                             size_t len, uint64_t deadline, void *ctx)
 {
 	struct proact_request q = {.fd = fd,
 	                           .op = PROACT_OP_SENDFILE,
@@ -294,33 +302,36 @@ int proact_sendfile_deadline(proact_watcher *w, int fd, int file, uint64_t offse
 	return submit_one(w, &q);
 }
 
-int proact_writev(proact_watcher *w, int fd, const struct iovec *iov, int iovcnt, void *ctx)
+int proact_writev(proact_watcher *w, proact_socket fd, const struct iovec *iov, int iovcnt,
+                  void *ctx)
 {
 	struct proact_request q = {
 	    .fd = fd, .op = PROACT_OP_WRITEV, .iov = iov, .iovcnt = iovcnt, .ctx = ctx};
 	return submit_one(w, &q);
 }
 
-static int close_common(proact_watcher *w, int fd, void *ctx, bool detach)
+static int close_common(proact_watcher *w, proact_socket fd, void *ctx, bool detach)
 {
 	if (!w)
 		return -EINVAL;
 	proact__lock(w);
-	int rc = w->closed ? -ESHUTDOWN : fd < 0 ? -EBADF : proact__close_fd(w, fd, ctx, detach);
+	int n = proact__fdnum(fd);
+	int rc = w->closed ? -ESHUTDOWN : n < 0 ? -EBADF : proact__close_fd(w, n, ctx, detach);
 	kick(w);
 	proact__unlock(w);
 	return rc;
 }
 
-int proact_accept(proact_watcher *w, int fd, struct sockaddr *addr, uint32_t addrlen, void *ctx)
+int proact_accept(proact_watcher *w, proact_socket fd, struct sockaddr *addr, uint32_t addrlen,
+                  void *ctx)
 {
 	struct proact_request q = {
 	    .fd = fd, .op = PROACT_OP_ACCEPT, .addr = addr, .addrlen = addrlen, .ctx = ctx};
 	return submit_one(w, &q);
 }
 
-int proact_connect(proact_watcher *w, int fd, const struct sockaddr *addr, uint32_t addrlen,
-                   uint64_t deadline, void *ctx)
+int proact_connect(proact_watcher *w, proact_socket fd, const struct sockaddr *addr,
+                   uint32_t addrlen, uint64_t deadline, void *ctx)
 {
 	struct proact_request q = {.fd = fd,
 	                           .op = PROACT_OP_CONNECT,
@@ -331,14 +342,14 @@ int proact_connect(proact_watcher *w, int fd, const struct sockaddr *addr, uint3
 	return submit_one(w, &q);
 }
 
-int proact_shutdown_write(proact_watcher *w, int fd, void *ctx)
+int proact_shutdown_write(proact_watcher *w, proact_socket fd, void *ctx)
 {
 	struct proact_request q = {.fd = fd, .op = PROACT_OP_SHUTDOWN, .ctx = ctx};
 	return submit_one(w, &q);
 }
 
-int proact_recvfrom(proact_watcher *w, int fd, void *buf, size_t len, struct sockaddr *addr,
-                    uint32_t addrlen, void *ctx)
+int proact_recvfrom(proact_watcher *w, proact_socket fd, void *buf, size_t len,
+                    struct sockaddr *addr, uint32_t addrlen, void *ctx)
 {
 	struct proact_request q = {.fd = fd,
 	                           .op = PROACT_OP_RECVFROM,
@@ -350,7 +361,7 @@ int proact_recvfrom(proact_watcher *w, int fd, void *buf, size_t len, struct soc
 	return submit_one(w, &q);
 }
 
-int proact_sendto(proact_watcher *w, int fd, const void *buf, size_t len,
+int proact_sendto(proact_watcher *w, proact_socket fd, const void *buf, size_t len,
                   const struct sockaddr *addr, uint32_t addrlen, void *ctx)
 {
 	struct proact_request q = {.fd = fd,
@@ -363,12 +374,12 @@ int proact_sendto(proact_watcher *w, int fd, const void *buf, size_t len,
 	return submit_one(w, &q);
 }
 
-int proact_free(proact_watcher *w, int fd, void *ctx)
+int proact_free(proact_watcher *w, proact_socket fd, void *ctx)
 {
 	return close_common(w, fd, ctx, false);
 }
 
-int proact_detach(proact_watcher *w, int fd, void *ctx)
+int proact_detach(proact_watcher *w, proact_socket fd, void *ctx)
 {
 	return close_common(w, fd, ctx, true);
 }
@@ -488,7 +499,7 @@ int proact_wait(proact_watcher *w, struct proact_completion *out, int max, int t
 		return rc;
 	}
 	w->waiting = true;
-	w->waiter = pthread_self();
+	w->waiter = proact__thread_self();
 	w->has_waiter = true;
 	if (w->held)
 		proact__release_held(w);

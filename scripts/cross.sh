@@ -11,6 +11,8 @@
 #   musl           x86_64 with musl libc (musl-gcc); the echo server under load
 #   macos-x86_64   macOS through Zig's C compiler: compile and link only
 #   macos-aarch64  the same for Apple silicon
+#   windows        x86_64 Windows (gcc-mingw-w64-x86-64); the suite's Windows
+#                  groups on the iocp backend under Wine (wine64)
 #   all            every one of them
 #
 # Each target is the normal CMake build with a toolchain file of cmake/, in
@@ -34,7 +36,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 # Test groups of --quick under qemu-user: the ones that neither fork nor
 # lean on what qemu-user does not emulate (TCP_INFO, seccomp, threads under load).
 QUICK_GROUPS='basic|backend|cancel|deadline|errors|limits|pool|read|write'
-ALL_TARGETS=(i386 aarch64 s390x musl macos-x86_64 macos-aarch64)
+ALL_TARGETS=(i386 aarch64 s390x musl macos-x86_64 macos-aarch64 windows)
 
 usage() {
 	echo "usage: scripts/cross.sh [--quick] [--skip-unavailable] TARGET... (${ALL_TARGETS[*]} all)" >&2
@@ -50,7 +52,7 @@ for a in "$@"; do
 	--quick) quick=1 ;;
 	--skip-unavailable) skip_unavailable=1 ;;
 	all) targets+=("${ALL_TARGETS[@]}") ;;
-	i386 | aarch64 | s390x | musl | macos-x86_64 | macos-aarch64) targets+=("$a") ;;
+	i386 | aarch64 | s390x | musl | macos-x86_64 | macos-aarch64 | windows) targets+=("$a") ;;
 	*) usage ;;
 	esac
 done
@@ -216,7 +218,7 @@ macos() {
 	local zig prefix args=()
 	zig=$(bash scripts/zig.sh)
 	# cmocka built for the target, so that the test programs link too.
-	if prefix=$(bash scripts/cmocka-macos.sh "$arch-macos"); then
+	if prefix=$(bash scripts/cmocka-cross.sh "$arch-macos"); then
 		args+=(-DPROACT_MACOS_PREFIX="$prefix")
 	else
 		[ $skip_unavailable -eq 1 ] || return 1
@@ -227,6 +229,28 @@ macos() {
 	local progs
 	progs=$(file "$dir"/examples/* "$dir"/tests/test_* "$dir"/fuzz/* 2>/dev/null | grep -c 'Mach-O.*executable' || true)
 	echo "cross: macos-$arch: compiled and linked, $progs Mach-O executables (nothing runs here)"
+}
+
+# The suite built with mingw-w64 and run by ctest under Wine (the toolchain
+# file makes wine64 the emulator), with cmocka built for the target; Wine
+# keeps its state in a prefix of its own under build/tools.
+windows() {
+	local dir=build/cross-windows wine=/usr/lib/wine/wine64 prefix
+	echo "== windows (x86_64-w64-mingw32, under Wine) =="
+	local pkgs=(gcc-mingw-w64-x86-64 wine64)
+	if ! needs - "${pkgs[@]}" || [ ! -x "$wine" ]; then
+		unavailable windows "${pkgs[*]}"
+		return
+	fi
+	if ! prefix=$(bash scripts/cmocka-cross.sh x86_64-windows); then
+		unavailable windows "cmocka's source package"
+		return
+	fi
+	configure_build "$dir" -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/toolchain-windows-x86_64.cmake" \
+		-DCMAKE_BUILD_TYPE=Debug -DPROACT_WINDOWS_PREFIX="$prefix" -DCMAKE_CROSSCOMPILING_EMULATOR="$wine"
+	mkdir -p build/tools/wine
+	WINEPREFIX=$ROOT/build/tools/wine WINEDEBUG=-all \
+		ctest --test-dir "$dir" --output-on-failure -j"$jobs"
 }
 
 sh scripts/deps.sh # cmake, make, pkg-config
@@ -242,6 +266,7 @@ for t in "${targets[@]}"; do
 	musl) musl ;;
 	macos-x86_64) macos x86_64 ;;
 	macos-aarch64) macos aarch64 ;;
+	windows) windows ;;
 	esac
 	echo "cross: $t done in $((SECONDS - start)) s"
 done

@@ -14,6 +14,10 @@
 
 #include <cmocka.h>
 
+#ifdef _WIN32
+#include <sys/socket.h> /* tests/win32: close, read and write of sockets */
+#endif
+
 #include "proact.h"
 
 /* A watcher on the backend under test, with optional overrides (NULL: defaults). */

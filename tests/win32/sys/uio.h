@@ -1,0 +1,2 @@
+/* Winsock has it all (see sys/socket.h here). */
+#include <sys/socket.h>

@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,17 @@ void ck_sleep(double s)
 	struct timespec ts = {.tv_sec = (time_t)s,
 	                      .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
 	nanosleep(&ts, NULL);
+}
+
+void ck_fill_pattern(unsigned char *buf, size_t n)
+{
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		buf[i] = (unsigned char)(x >> 32);
+	}
 }
 
 /* ---- sockets ----------------------------------------------------------- */

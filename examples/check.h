@@ -36,6 +36,10 @@ void ck_skip_if_unavailable(void);
 double ck_now(void);
 void ck_sleep(double s);
 
+/* Fills @buf with @n bytes of a fixed pseudo-random pattern (xorshift64),
+   the same on every call. */
+void ck_fill_pattern(unsigned char *buf, size_t n);
+
 /* ---- sockets (blocking, close-on-exec, CK_IO_TIMEOUT_S per call) ----- */
 
 int ck_tcp_socket(void);

@@ -109,13 +109,7 @@ static void make_root(void)
 	snprintf(path, sizeof(path), "%s/fifo", root);
 	if (mkfifo(path, 0644) < 0)
 		ck_fail("mkfifo: %s", strerror(errno));
-	uint64_t x = 0x9e3779b97f4a7c15ull;
-	for (size_t i = 0; i < BIG_SIZE; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		big[i] = (unsigned char)(x >> 32);
-	}
+	ck_fill_pattern(big, BIG_SIZE);
 	make_file("hello.txt", "file body\n", 10, 0644);
 	make_file("page.html", "<p>hi</p>\n", 10, 0644);
 	make_file("big.bin", big, BIG_SIZE, 0644);

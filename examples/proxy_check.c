@@ -59,17 +59,6 @@
 
 static unsigned char pattern[PERIOD];
 
-static void fill_pattern(void)
-{
-	uint64_t x = 0x9e3779b97f4a7c15ull;
-	for (size_t i = 0; i < PERIOD; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		pattern[i] = (unsigned char)(x >> 32);
-	}
-}
-
 /* Copies (or compares) the pattern from stream offset @off, wrapping. */
 static void pattern_at(uint64_t off, unsigned char *out, size_t n)
 {
@@ -353,7 +342,7 @@ int main(int argc, char **argv)
 	if (mib == 0 || rate == 0)
 		ck_fail("--mib and --rate-mib take a positive number");
 	ck_skip_if_unavailable();
-	fill_pattern();
+	ck_fill_pattern(pattern, PERIOD);
 
 	int upstream_port;
 	int upstream_lfd = ck_listen_local(&upstream_port);

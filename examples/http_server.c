@@ -1125,10 +1125,6 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	ex_raise_fd_limit();
-	/* proact's writes never raise SIGPIPE, but a file body goes by
-	   sendfile(2), which has no MSG_NOSIGNAL: a client gone before its
-	   reply would end the process. */
-	signal(SIGPIPE, SIG_IGN);
 	unsigned n = o.threads;
 	struct ex_shard *shards[MAX_THREADS];
 	for (unsigned i = 0; i < n; i++)

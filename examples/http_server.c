@@ -4,7 +4,7 @@
  *
  *   http_server [--host ADDR] [--port N] [--backend NAME] [--threads N]
  *               [--root DIR] [--keepalive-ms MS] [--header-timeout-ms MS]
- *               [--send-timeout-ms MS]
+ *               [--send-timeout-ms MS] [--cert FILE --key FILE]
  *
  * "/" answers "Hello, World!\n" (text/plain) from a reply built once a
  * second (its Date header); any other path is a file under --root (404
@@ -44,6 +44,14 @@
  * Threads, listeners and stop signals work as in echo_server (util.c's
  * shards): --threads N runs a watcher per thread, each with its own
  * SO_REUSEPORT listener.
+ *
+ * HTTPS: with --cert and --key (PEM) every connection is TLS, through
+ * proact's TLS layer (one per watcher; its proact_tls_wait() drives the
+ * loop): the handshake gets --header-timeout-ms, then the requests are read,
+ * parsed and answered by the same code as in the clear, on TLS reads and
+ * writes. A file over 16 KiB cannot go by sendfile through TLS: it is read
+ * in pieces of 64 KiB, each written once the one before went out, so a slow
+ * client holds one piece of ours. A build without OpenSSL 3 refuses --cert.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -67,6 +75,12 @@
 
 #include "proact.h"
 #include "util.h"
+#ifdef PROACT_EXAMPLE_HAVE_TLS
+#include "proact_tls.h"
+#else
+typedef struct proact_tls proact_tls;
+typedef struct proact_tls_conn proact_tls_conn;
+#endif
 
 #define HEADER_MAX  8192       /* a request line and its headers, at most */
 #define READ_SIZE   8192       /* pool buffer size: one read never outgrows HEADER_MAX */
@@ -77,6 +91,7 @@
 #define OUT_CACHE   64         /* idle gathered-write blocks kept per thread */
 #define SMALL_FILE  16384      /* a file up to this size goes in the write of its headers */
 #define FILE_PIECE  (1u << 30) /* the most one sendfile request sends (32-bit size_t) */
+#define TLS_PIECE   65536      /* a piece of a file read and written over TLS */
 #define ACCEPTS     16         /* accepts pending per listener */
 #define MAX_THREADS 64
 #define LINGER_MS   2000 /* input drained after a last reply, at most */
@@ -124,6 +139,9 @@ struct conn {
 	int file;              /* a larger file, sent after the headers, or -1 */
 	int writes;            /* writes in flight: the reply, and the file */
 	uint64_t file_len;
+	proact_tls_conn *tls; /* HTTPS: the connection's TLS; NULL in the clear */
+	char *piece;          /* HTTPS: the piece of the file being written */
+	uint64_t file_off;    /* HTTPS: the file's bytes read so far */
 };
 
 /* What one round of parsing answers, written at once. */
@@ -147,6 +165,7 @@ struct request {
 /* One per thread: a watcher, its listener and its connections. */
 struct server {
 	struct ex_shard sh; /* first: the shard's address is the server's */
+	proact_tls *t;      /* HTTPS: the TLS layer on sh.w */
 	struct link live;
 	struct canned *canned;
 	time_t date_sec;
@@ -159,18 +178,21 @@ struct server {
 struct options {
 	struct ex_server_options net;
 	unsigned threads;
-	const char *root;
+	const char *root, *cert, *key;
 	uint64_t keepalive_ms, header_ms, send_ms;
 };
 
 static struct server sv[MAX_THREADS];
 static int root_fd = -1;
 static uint64_t keepalive_ns, header_ns, send_ns;
+#ifdef PROACT_EXAMPLE_HAVE_TLS
+static proact_tls_ctx *tls_ctx; /* --cert and --key: every connection is TLS */
+#endif
 
 static const char usage_text[] =
     "usage: http_server [--host ADDR] [--port N] [--backend NAME] [--threads N]\n"
     "                   [--root DIR] [--keepalive-ms MS] [--header-timeout-ms MS]\n"
-    "                   [--send-timeout-ms MS]\n";
+    "                   [--send-timeout-ms MS] [--cert FILE --key FILE]\n";
 
 static bool take_option(void *arg, const char *name, const char *v)
 {
@@ -185,6 +207,10 @@ static bool take_option(void *arg, const char *name, const char *v)
 		o->header_ms = ex_parse_num(v, 1, 86400000);
 	else if (!strcmp(name, "--send-timeout-ms"))
 		o->send_ms = ex_parse_num(v, 1, 86400000);
+	else if (!strcmp(name, "--cert"))
+		o->cert = v;
+	else if (!strcmp(name, "--key"))
+		o->key = v;
 	else
 		return ex_server_option(&o->net, "--port", name, v);
 	return true;
@@ -637,6 +663,21 @@ static void queue(struct server *s, struct proact_request r)
 	ex_batch_queue(&s->sh.reqs, r);
 }
 
+/* Reads n bytes of @fd at @off into buf: false if they are not all there. */
+static bool read_at(int fd, char *buf, size_t n, uint64_t off)
+{
+	size_t got = 0;
+	while (got < n) {
+		ssize_t k = pread(fd, buf + got, n - got, (off_t)(off + got));
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return false;
+		got += (size_t)k;
+	}
+	return true;
+}
+
 /*
  * A file's body, after its headers in @rp (takes @fd): a small file is read
  * into the same gathered write, so the whole reply is one send; a larger
@@ -651,20 +692,14 @@ static bool file_body(struct server *s, struct conn *c, struct reply *rp, int fd
 	if (size > SMALL_FILE) {
 		c->file = fd;
 		c->file_len = size;
+		c->file_off = 0;
 		return true;
 	}
-	size_t n = (size_t)size, got = 0;
+	size_t n = (size_t)size;
 	c->body = malloc(n);
-	while (c->body && got < n) {
-		ssize_t k = pread(fd, c->body + got, n - got, (off_t)got);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			break;
-		got += (size_t)k;
-	}
+	bool whole = c->body && read_at(fd, c->body, n, 0);
 	close(fd);
-	if (got < n)
+	if (!whole)
 		return false;
 	reply_add(s, rp, c->body, n);
 	return true;
@@ -822,6 +857,7 @@ static void conn_release(struct server *s, struct conn *c)
 	out_put(s, c->out);
 	canned_unref(c->canned);
 	free(c->body);
+	free(c->piece);
 	if (c->file >= 0)
 		close(c->file);
 	free(c);
@@ -833,12 +869,66 @@ static void conn_close(struct server *s, struct conn *c)
 	if (c->closing)
 		return;
 	c->closing = true;
+#ifdef PROACT_EXAMPLE_HAVE_TLS
+	if (c->tls) { /* PROACT_TLS_OP_FREE follows */
+		proact_tls_free(c->tls, c);
+		return;
+	}
+#endif
 	if (ex_free_fd(s->sh.w, c->fd, c) == -ENOENT) /* its first request was refused */
 		conn_release(s, c);
 }
 
+/* ---- HTTPS: the same requests through the TLS layer ---------------------- */
+
+#ifdef PROACT_EXAMPLE_HAVE_TLS
+/* A TLS request refused at submission: no completion comes for it. */
+static bool tls_check(struct server *s, struct conn *c, int rc)
+{
+	if (rc < 0 && !c->closing) {
+		s->errors++;
+		conn_close(s, c);
+	}
+	return rc >= 0;
+}
+
+/* The next piece of a file's body; the one after it is read only once this
+   one went out (see on_write). False if none was queued. */
+static bool tls_file_piece(struct server *s, struct conn *c)
+{
+	uint64_t left = c->file_len - c->file_off;
+	size_t n = left < TLS_PIECE ? (size_t)left : TLS_PIECE;
+	if (!c->piece)
+		c->piece = malloc(TLS_PIECE);
+	if (!c->piece ||
+	    !read_at(c->file, c->piece, n, c->file_off)) { /* out of memory, or the file shrank */
+		s->errors++;
+		conn_close(s, c);
+		return false;
+	}
+	c->file_off += n;
+	return tls_check(s, c, proact_tls_write(c->tls, c->piece, n, s->now + send_ns, c));
+}
+
+static void tls_send_reply(struct server *s, struct conn *c, const struct reply *rp)
+{
+	uint64_t deadline = s->now + send_ns;
+	tls_check(s, c,
+	          rp->out ? proact_tls_writev(c->tls, rp->out->iov, rp->out->iovcnt, deadline, c)
+	                  : proact_tls_write(c->tls, rp->lone, rp->lone_len, deadline, c));
+	if (c->file >= 0 && tls_file_piece(s, c))
+		c->writes++;
+}
+#endif
+
 static void queue_read(struct server *s, struct conn *c, uint64_t deadline)
 {
+#ifdef PROACT_EXAMPLE_HAVE_TLS
+	if (c->tls) {
+		tls_check(s, c, proact_tls_read(c->tls, NULL, READ_SIZE, deadline, c));
+		return;
+	}
+#endif
 	queue(s, (struct proact_request){.fd = c->fd,
 	                                 .op = PROACT_OP_READ,
 	                                 .len = READ_SIZE,
@@ -853,9 +943,16 @@ static void send_reply(struct server *s, struct conn *c, struct reply *rp)
 		c->canned->refs++;
 	}
 	c->close_after = rp->last;
+	c->out = rp->out;
+	c->writes = 1;
+#ifdef PROACT_EXAMPLE_HAVE_TLS
+	if (c->tls) {
+		tls_send_reply(s, c, rp);
+		return;
+	}
+#endif
 	struct proact_request r = {.fd = c->fd, .deadline = s->now + send_ns, .ctx = c};
 	if (rp->out) {
-		c->out = rp->out;
 		r.op = PROACT_OP_WRITEV;
 		r.iov = rp->out->iov;
 		r.iovcnt = rp->out->iovcnt;
@@ -865,7 +962,6 @@ static void send_reply(struct server *s, struct conn *c, struct reply *rp)
 		r.len = rp->lone_len;
 	}
 	queue(s, r);
-	c->writes = 1;
 	/* The file in order behind the headers, in pieces a size_t holds. */
 	for (uint64_t off = 0; c->file >= 0 && off < c->file_len; c->writes++) {
 		uint64_t len = c->file_len - off < FILE_PIECE ? c->file_len - off : FILE_PIECE;
@@ -928,7 +1024,12 @@ static void linger(struct server *s, struct conn *c)
 {
 	c->lingering = true;
 	c->linger_deadline = s->now + LINGER_MS * MS;
-	queue(s, (struct proact_request){.fd = c->fd, .op = PROACT_OP_SHUTDOWN, .ctx = c});
+#ifdef PROACT_EXAMPLE_HAVE_TLS
+	if (c->tls) /* close_notify, then the socket's shutdown */
+		tls_check(s, c, proact_tls_shutdown(c->tls, 0, c));
+	else
+#endif
+		queue(s, (struct proact_request){.fd = c->fd, .op = PROACT_OP_SHUTDOWN, .ctx = c});
 	queue_read(s, c, c->linger_deadline);
 }
 
@@ -964,7 +1065,7 @@ static void on_read(struct server *s, struct conn *c, const struct proact_comple
 
 static void on_write(struct server *s, struct conn *c, const struct proact_completion *r)
 {
-	if (r->op != PROACT_OP_SENDFILE) {
+	if (r->op != PROACT_OP_SENDFILE && (!c->piece || r->buf != c->piece)) {
 		canned_unref(c->canned);
 		c->canned = NULL;
 		out_put(s, c->out);
@@ -972,9 +1073,16 @@ static void on_write(struct server *s, struct conn *c, const struct proact_compl
 		free(c->body);
 		c->body = NULL;
 	}
+#ifdef PROACT_EXAMPLE_HAVE_TLS
+	else if (c->tls && !r->error && !c->closing && c->file_off < c->file_len &&
+	         tls_file_piece(s, c))
+		return; /* the next piece takes this one's place */
+#endif
 	if (--c->writes == 0 && c->file >= 0) { /* the last piece of the file */
 		close(c->file);
 		c->file = -1;
+		free(c->piece);
+		c->piece = NULL;
 	}
 	if (c->closing)
 		return;
@@ -1022,8 +1130,42 @@ static void conn_open(struct ex_shard *sh, int fd)
 	/* A reply is one write: Nagle would only hold it back. */
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+#ifdef PROACT_EXAMPLE_HAVE_TLS
+	if (tls_ctx) { /* the first read once the handshake is done */
+		if (proact_tls_conn_new(s->t, &c->tls, fd, tls_ctx, NULL) < 0) {
+			close(fd);
+			s->errors++;
+			conn_release(s, c);
+			return;
+		}
+		tls_check(s, c, proact_tls_handshake(c->tls, s->now + header_ns, c));
+		return;
+	}
+#endif
 	queue_read(s, c, s->now + header_ns);
 }
+
+#ifdef PROACT_EXAMPLE_HAVE_TLS
+static void on_handshake(struct server *s, struct conn *c, const struct proact_completion *r)
+{
+	if (c->closing)
+		return;
+	if (r->error) {
+		if (r->error == ETIMEDOUT)
+			s->timeouts++;
+		else
+			ex_count_failure(r->error, &s->resets, &s->errors);
+		conn_close(s, c);
+		return;
+	}
+	queue_read(s, c, s->now + header_ns);
+}
+
+static int tls_wait(struct ex_shard *sh, struct proact_completion *out, int max, int timeout_ms)
+{
+	return proact_tls_wait(((struct server *)sh)->t, out, max, timeout_ms);
+}
+#endif
 
 static void on_completion(struct ex_shard *sh, const struct proact_completion *r)
 {
@@ -1040,6 +1182,21 @@ static void on_completion(struct ex_shard *sh, const struct proact_completion *r
 	case PROACT_OP_FREE:
 		conn_release(s, r->ctx);
 		break;
+#ifdef PROACT_EXAMPLE_HAVE_TLS
+	case PROACT_TLS_OP_HANDSHAKE:
+		on_handshake(s, r->ctx, r);
+		break;
+	case PROACT_TLS_OP_READ:
+		on_read(s, r->ctx, r);
+		break;
+	case PROACT_TLS_OP_WRITE:
+	case PROACT_TLS_OP_WRITEV:
+		on_write(s, r->ctx, r);
+		break;
+	case PROACT_TLS_OP_FREE:
+		conn_release(s, r->ctx);
+		break;
+#endif
 	default: /* SHUTDOWN: the linger read sees the end either way */
 		break;
 	}
@@ -1066,13 +1223,25 @@ static int setup(struct server *s, const struct options *o)
 		return -1;
 	s->now = proact_now();
 	refresh_date(s);
-	return ex_shard_setup(&s->sh, &po, ACCEPTS, refused, s);
+	if (ex_shard_setup(&s->sh, &po, ACCEPTS, refused, s) < 0)
+		return -1;
+#ifdef PROACT_EXAMPLE_HAVE_TLS
+	int rc = tls_ctx ? proact_tls_new(&s->t, s->sh.w, NULL) : 0;
+	if (rc < 0) {
+		fprintf(stderr, "http_server: proact_tls_new: %s\n", proact_strerror(rc));
+		return -1;
+	}
+#endif
+	return 0;
 }
 
 /* After shutdown nothing more is delivered: what is left is freed here. */
 static void teardown(struct server *s)
 {
 	ex_shard_close(&s->sh);
+#ifdef PROACT_EXAMPLE_HAVE_TLS
+	proact_tls_destroy(s->t); /* and the TLS connections left */
+#endif
 	while (s->live.next && s->live.next != &s->live)
 		conn_release(s, (struct conn *)s->live.next);
 	free(s->canned);
@@ -1102,6 +1271,26 @@ static bool report(unsigned n)
 	return !failed;
 }
 
+/* The TLS context of --cert and --key, shared by every thread. */
+static int tls_open(const struct options *o)
+{
+#ifdef PROACT_EXAMPLE_HAVE_TLS
+	struct proact_tls_config cfg = {.flags = PROACT_TLS_SERVER,
+	                                .cert_file = o->cert,
+	                                .key_file = o->key,
+	                                .alpn = "http/1.1"};
+	int rc = proact_tls_ctx_new(&tls_ctx, &cfg);
+	if (rc < 0)
+		fprintf(stderr, "http_server: --cert %s --key %s: %s\n", o->cert, o->key,
+		        proact_strerror(rc));
+	return rc < 0 ? -1 : 0;
+#else
+	(void)o;
+	fprintf(stderr, "http_server: --cert: this build has no TLS (OpenSSL 3 was not found)\n");
+	return -1;
+#endif
+}
+
 static void parse_args(int argc, char **argv, struct options *o)
 {
 	*o = (struct options){.net = {.host = "127.0.0.1", .port = "0"},
@@ -1110,6 +1299,8 @@ static void parse_args(int argc, char **argv, struct options *o)
 	                      .header_ms = 10000,
 	                      .send_ms = 60000};
 	ex_parse_options(argc, argv, take_option, o);
+	if (!o->cert != !o->key)
+		ex_usage();
 	keepalive_ns = o->keepalive_ms * MS;
 	header_ns = o->header_ms * MS;
 	send_ns = o->send_ms * MS;
@@ -1124,6 +1315,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "http_server: --root %s: %s\n", o.root, strerror(errno));
 		return 1;
 	}
+	if (o.cert && tls_open(&o) < 0)
+		return 1;
 	ex_raise_fd_limit();
 	unsigned n = o.threads;
 	struct ex_shard *shards[MAX_THREADS];
@@ -1133,12 +1326,16 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; ok && i < n; i++)
 		ok = setup(&sv[i], &o) == 0;
 	if (ok) {
-		fprintf(stderr, "http_server: backend %s, %u thread%s, root %s\n",
+		fprintf(stderr, "http_server: backend %s, %u thread%s, root %s%s\n",
 		        proact_backend(sv[0].sh.w), n, n == 1 ? "" : "s",
-		        o.root ? o.root : "(none)");
+		        o.root ? o.root : "(none)", o.cert ? ", HTTPS" : "");
 		ex_print_listening(sv[0].sh.lfd);
-		static const struct ex_shard_ops ops = {
+		struct ex_shard_ops ops = {
 		    .round = on_round, .accepted = conn_open, .completion = on_completion};
+#ifdef PROACT_EXAMPLE_HAVE_TLS
+		if (tls_ctx)
+			ops.wait = tls_wait;
+#endif
 		ok = ex_shards_run(shards, n, &ops);
 		ok = report(n) && ok;
 	}
@@ -1146,5 +1343,8 @@ int main(int argc, char **argv)
 		teardown(&sv[i]);
 	if (root_fd >= 0)
 		close(root_fd);
+#ifdef PROACT_EXAMPLE_HAVE_TLS
+	proact_tls_ctx_free(tls_ctx);
+#endif
 	return ok ? 0 : 1;
 }

@@ -384,7 +384,8 @@ static void *shard_loop(struct ex_shard *sh, const struct ex_shard_ops *ops)
 {
 	struct proact_completion comp[256];
 	while (!atomic_load(&stopping)) {
-		int n = proact_wait(sh->w, comp, 256, -1);
+		int n =
+		    ops->wait ? ops->wait(sh, comp, 256, -1) : proact_wait(sh->w, comp, 256, -1);
 		if (n == -EINTR)
 			continue;
 		if (n < 0) {

@@ -187,6 +187,9 @@ struct ex_shard_ops {
 	void (*round)(struct ex_shard *sh); /* before a round's completions; may be NULL */
 	void (*accepted)(struct ex_shard *sh, int fd); /* a new connection, the program's */
 	void (*completion)(struct ex_shard *sh, const struct proact_completion *c); /* the rest */
+	/* What the loop waits with, proact_wait() of sh->w when NULL (a TLS
+	   server passes proact_tls_wait() on its layer). */
+	int (*wait)(struct ex_shard *sh, struct proact_completion *out, int max, int timeout_ms);
 };
 
 /* Runs each shard's loop (proact_wait, then the shard's own completions:

@@ -1063,6 +1063,16 @@ static void on_read(struct server *s, struct conn *c, const struct proact_comple
 	on_data(s, c, r->buf, r->size);
 }
 
+/* A write, or a TLS handshake, that failed: counted, and the end. */
+static void conn_failed(struct server *s, struct conn *c, int err)
+{
+	if (err == ETIMEDOUT)
+		s->timeouts++;
+	else
+		ex_count_failure(err, &s->resets, &s->errors);
+	conn_close(s, c);
+}
+
 static void on_write(struct server *s, struct conn *c, const struct proact_completion *r)
 {
 	if (r->op != PROACT_OP_SENDFILE && (!c->piece || r->buf != c->piece)) {
@@ -1087,11 +1097,7 @@ static void on_write(struct server *s, struct conn *c, const struct proact_compl
 	if (c->closing)
 		return;
 	if (r->error) {
-		if (r->error == ETIMEDOUT)
-			s->timeouts++;
-		else
-			ex_count_failure(r->error, &s->resets, &s->errors);
-		conn_close(s, c);
+		conn_failed(s, c, r->error);
 		return;
 	}
 	if (c->writes) /* the file's body is still on its way */
@@ -1151,11 +1157,7 @@ static void on_handshake(struct server *s, struct conn *c, const struct proact_c
 	if (c->closing)
 		return;
 	if (r->error) {
-		if (r->error == ETIMEDOUT)
-			s->timeouts++;
-		else
-			ex_count_failure(r->error, &s->resets, &s->errors);
-		conn_close(s, c);
+		conn_failed(s, c, r->error);
 		return;
 	}
 	queue_read(s, c, s->now + header_ns);
@@ -1170,33 +1172,31 @@ static int tls_wait(struct ex_shard *sh, struct proact_completion *out, int max,
 static void on_completion(struct ex_shard *sh, const struct proact_completion *r)
 {
 	struct server *s = (struct server *)sh;
-	switch (r->op) {
-	case PROACT_OP_READ:
-		on_read(s, r->ctx, r);
-		break;
-	case PROACT_OP_WRITE:
-	case PROACT_OP_WRITEV:
-	case PROACT_OP_SENDFILE:
-		on_write(s, r->ctx, r);
-		break;
-	case PROACT_OP_FREE:
-		conn_release(s, r->ctx);
-		break;
+	switch (r->op) { /* a TLS completion goes where its plain twin does */
 #ifdef PROACT_EXAMPLE_HAVE_TLS
 	case PROACT_TLS_OP_HANDSHAKE:
 		on_handshake(s, r->ctx, r);
 		break;
 	case PROACT_TLS_OP_READ:
+#endif
+	case PROACT_OP_READ:
 		on_read(s, r->ctx, r);
 		break;
+#ifdef PROACT_EXAMPLE_HAVE_TLS
 	case PROACT_TLS_OP_WRITE:
 	case PROACT_TLS_OP_WRITEV:
+#endif
+	case PROACT_OP_WRITE:
+	case PROACT_OP_WRITEV:
+	case PROACT_OP_SENDFILE:
 		on_write(s, r->ctx, r);
 		break;
+#ifdef PROACT_EXAMPLE_HAVE_TLS
 	case PROACT_TLS_OP_FREE:
+#endif
+	case PROACT_OP_FREE:
 		conn_release(s, r->ctx);
 		break;
-#endif
 	default: /* SHUTDOWN: the linger read sees the end either way */
 		break;
 	}

@@ -197,6 +197,11 @@ static void detach_case(int nonblocking)
 static void test_detach_blocking(void **state)
 {
 	(void)state;
+#ifdef _WIN32
+	/* Winsock cannot tell a socket's blocking mode: detach leaves it
+	   non-blocking there (proact_detach in proact.h). */
+	skip();
+#endif
 	detach_case(0);
 }
 

@@ -235,6 +235,7 @@ static void test_bad_fds(void **state)
 	/* a number far above anything open */
 	assert_int_equal(proact_read(w, 19999, b, 16, NULL), -EBADF);
 	assert_int_equal(proact_read(w, INT_MAX, b, 16, NULL), -EBADF);
+#ifndef _WIN32 /* C runtime descriptors of files are no sockets there */
 	/* a regular file and a directory are not pollable */
 	char path[] = "/tmp/proact-errors-XXXXXX";
 	int file = mkstemp(path);
@@ -255,6 +256,7 @@ static void test_bad_fds(void **state)
 	assert_false(fcntl(file, F_GETFL) & O_NONBLOCK);
 	close(dir);
 	close(file);
+#endif
 	assert_untouched(f);
 }
 
@@ -348,6 +350,11 @@ static void test_bad_wait_args(void **state)
 static void test_write_to_closed_peer(void **state)
 {
 	struct fixture *f = *state;
+#ifdef _WIN32
+	/* An AF_UNIX property: t_unix_pair is TCP there, whose first write to
+	   a closed peer still succeeds (test_write covers TCP). */
+	skip();
+#endif
 	void (*old)(int) = signal(SIGPIPE, SIG_DFL);
 	close(f->fds[1]);
 	f->fds[1] = -1;
@@ -368,6 +375,7 @@ static void test_write_to_closed_peer(void **state)
 static void test_read_reset(void **state)
 {
 	(void)state;
+	t_need_reset();
 	int base = t_fd_count();
 	proact_watcher *w = t_watcher(NULL);
 	int fds[2];

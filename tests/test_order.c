@@ -65,8 +65,7 @@ static void *reader_main(void *arg)
 
 static void reader_start(struct reader *r, int fd, uint32_t seed, size_t want)
 {
-	struct timeval tv = {.tv_sec = TIMEOUT_MS / 1000};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	t_set_rcvtimeo(fd, TIMEOUT_MS / 1000);
 	r->fd = fd;
 	r->seed = seed;
 	r->want = want;
@@ -246,8 +245,8 @@ static void test_order_write_writev_mixed(void **state)
 			break;
 		for (int j = 0; j < n; j++, n_done++) {
 			int i = n_done;
-			int ok = (intptr_t)c[j].ctx == i && c[j].op == reqs[i].op && c[j].fd == s &&
-			         c[j].error == 0 && c[j].size == wlen(i) &&
+			int ok = (intptr_t)c[j].ctx == i && c[j].op == reqs[i].op &&
+			         (int)c[j].fd == s && c[j].error == 0 && c[j].size == wlen(i) &&
 			         c[j].buf == (i % 2 ? (void *)iovs[i] : reqs[i].buf);
 			if (!ok && bad < 0)
 				bad = i;

@@ -196,6 +196,7 @@ static void assert_reset_error(int err)
 static void test_read_reset(void **state)
 {
 	(void)state;
+	t_need_reset();
 	int fd0 = t_fd_count();
 	proact_watcher *w = t_watcher(NULL);
 	struct proact_completion c[4];

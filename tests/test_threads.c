@@ -24,13 +24,6 @@
 
 #define WAIT_MS 30000
 
-static void set_rcvtimeo(int fd, int sec)
-{
-	struct timeval tv = {.tv_sec = sec};
-	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
-	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)), 0);
-}
-
 static void sleep_ms(long ms)
 {
 	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
@@ -157,7 +150,7 @@ static void test_four_submitters_one_waiter(void **state)
 			t_unix_pair(p);
 		else
 			t_tcp_pair(p);
-		set_rcvtimeo(p[1], 20);
+		t_set_timeouts(p[1], 20);
 		wk[i].w = w;
 		wk[i].id = i;
 		wk[i].fd = p[0];
@@ -308,7 +301,7 @@ static void test_concurrent_free_detach(void **state)
 		for (int i = 0; i < FD_PER_THREAD; i++) {
 			int fd = cl[t].fds[i], state_ = 0; /* 0: nothing, 1: canceled, 2: last */
 			for (int j = 0; j < total; j++) {
-				if (out[j].fd != fd)
+				if ((int)out[j].fd != fd)
 					continue;
 				if (state_ == 0) {
 					assert_int_equal(out[j].op, PROACT_OP_READ);

@@ -339,6 +339,7 @@ static void test_write_closed_peer(void **state)
 	static uint8_t buf[65536];
 	t_fill(buf, sizeof(buf), 61, 0);
 
+#ifndef _WIN32 /* t_unix_pair is a TCP pair there: the TCP case below */
 	/* AF_UNIX: the peer is gone, every write fails with EPIPE. */
 	int u[2];
 	t_unix_pair(u);
@@ -353,6 +354,8 @@ static void test_write_closed_peer(void **state)
 		if (!is_pipe_error(c[i].error))
 			fail_msg("write %d to closed unix peer: error %d", i, c[i].error);
 	}
+
+#endif
 
 	/* TCP: the first writes may still be accepted (the peer answers with
 	   RST), a later one must fail. */

@@ -90,6 +90,10 @@ echo "wrk -t1 -c$CONNS -d${SECS}s https://127.0.0.1:PORT/ (core 1), server on co
 for run in $(seq "$RUNS"); do
 	for s in "${SERVERS[@]}"; do
 		start "$s"
+		if ! kill -0 "$SPID" 2>/dev/null; then # nginx: its random port was taken
+			echo "$s run $run: the server did not start" >&2
+			continue
+		fi
 		url=https://127.0.0.1:$PORT/
 		taskset -c 1 wrk -t1 -c"$CONNS" -d1s "$url" >/dev/null 2>&1 || true
 		t0=$(cpu_ticks "$SPID")

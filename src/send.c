@@ -62,7 +62,8 @@ static ssize_t send_iov(const struct proact__fd *f, const struct proact__req *r,
 /*
  * sendfile(2) has no MSG_NOSIGNAL: a peer that went away raises SIGPIPE.
  * Blocked in this thread around the call, a SIGPIPE it raised is taken back
- * before the mask is restored; one that was pending before stays pending.
+ * before the mask is restored. One can be pending before the call only if
+ * the thread had it blocked already: that one stays pending.
  */
 static ssize_t send_file_once(const struct proact__fd *f, int file, uint64_t at, size_t want)
 {
@@ -70,9 +71,9 @@ static ssize_t send_file_once(const struct proact__fd *f, int file, uint64_t at,
 	sigemptyset(&pipe_set);
 	sigaddset(&pipe_set, SIGPIPE);
 	sigemptyset(&pending);
-	sigpending(&pending);
-	bool was_pending = sigismember(&pending, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+	bool was_pending = sigismember(&old, SIGPIPE) && sigpending(&pending) == 0 &&
+	                   sigismember(&pending, SIGPIPE);
 	off_t off = (off_t)at;
 	ssize_t n = sendfile(f->fd, file, &off, want);
 	int err = errno;

@@ -94,7 +94,7 @@ struct held_result {
 
 /* f->ready[PROACT__RD] here: 0 idle (poll first), 1 data likely, POLLING a
    poll is in flight, LINKED a poll with a receive linked to it, HELD a
-   result waits in s->held (PROACT__F_BACKEND is set too). */
+   result waits in s->held. */
 #define POLLING 2
 #define LINKED  3
 #define HELD    4

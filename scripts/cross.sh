@@ -248,9 +248,26 @@ windows() {
 	fi
 	configure_build "$dir" -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/toolchain-windows-x86_64.cmake" \
 		-DCMAKE_BUILD_TYPE=Debug -DPROACT_WINDOWS_PREFIX="$prefix" -DCMAKE_CROSSCOMPILING_EMULATOR="$wine"
+	# When its last program exits, Wine stops its service processes, and the
+	# next program starts them again with its own stdout: ctest then waits
+	# for a pipe they hold, and a program starting while the server goes
+	# away fails ("wine client error"). So the prefix is set up once, alone,
+	# and a keeper program (cmd.exe waiting on a pipe) stays up for the run.
 	mkdir -p build/tools/wine
-	WINEPREFIX=$ROOT/build/tools/wine WINEDEBUG=-all \
-		ctest --test-dir "$dir" --output-on-failure -j"$jobs"
+	export WINEPREFIX=$ROOT/build/tools/wine WINEDEBUG=-all
+	local server=/usr/lib/wine/wineserver rc=0 keeper
+	"$wine" wineboot.exe --init >/dev/null 2>&1 || true
+	rm -f "$dir/wine-keeper"
+	mkfifo "$dir/wine-keeper"
+	"$wine" cmd.exe /q <"$dir/wine-keeper" >/dev/null 2>&1 &
+	keeper=$!
+	exec 9>"$dir/wine-keeper" # cmd.exe reads until this closes
+	ctest --test-dir "$dir" --output-on-failure -j"$jobs" || rc=$?
+	exec 9>&-
+	wait "$keeper" || true
+	"$server" -w
+	unset WINEPREFIX WINEDEBUG
+	return "$rc"
 }
 
 sh scripts/deps.sh # cmake, make, pkg-config

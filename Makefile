@@ -3,11 +3,13 @@
 #   make test    the whole test suite (scripts/test.sh)
 #   make demo    echo load and idle-memory demo (scripts/demo.sh)
 #   make cross   every cross target, built and run where it can (scripts/cross.sh)
+#   make package-test  install into a temporary prefix, build and run a program
+#                against it with find_package and pkg-config (scripts/package-test.sh)
 #   make clean   remove every build tree
 BUILD_DIR ?= build/release
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build test demo cross clean
+.PHONY: all build test demo cross package-test clean
 
 all: build
 
@@ -24,6 +26,9 @@ demo:
 
 cross:
 	bash scripts/cross.sh all
+
+package-test:
+	bash scripts/package-test.sh
 
 clean:
 	rm -rf build $(BUILD_DIR)

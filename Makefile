@@ -5,11 +5,12 @@
 #   make cross   every cross target, built and run where it can (scripts/cross.sh)
 #   make package-test  install into a temporary prefix, build and run a program
 #                against it with find_package and pkg-config (scripts/package-test.sh)
+#   make man-check  every public function has its manual page (scripts/man-check.sh)
 #   make clean   remove every build tree
 BUILD_DIR ?= build/release
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build test demo cross package-test clean
+.PHONY: all build test demo cross package-test man-check clean
 
 all: build
 
@@ -29,6 +30,9 @@ cross:
 
 package-test:
 	bash scripts/package-test.sh
+
+man-check:
+	bash scripts/man-check.sh
 
 clean:
 	rm -rf build $(BUILD_DIR)

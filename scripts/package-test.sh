@@ -25,6 +25,16 @@ cmake -S . -B "$dir/lib" -DCMAKE_BUILD_TYPE=Release -DPROACT_TESTS=OFF -DPROACT_
 cmake --build "$dir/lib" -j"$jobs" >>"$dir/lib.log"
 cmake --install "$dir/lib" >>"$dir/lib.log"
 
+# The manual: every page of man/man3 (the TLS ones with the TLS library).
+pages=$(find man/man3 -name '*.3' | wc -l)
+[ -e "$prefix/include/proact_tls.h" ] || pages=$(find man/man3 -name '*.3' ! -name 'proact_tls_*' | wc -l)
+installed=$(find "$prefix/share/man/man3" -name 'proact*.3' | wc -l)
+if [ "$installed" -ne "$pages" ]; then
+	echo "package: $installed manual pages installed, not $pages" >&2
+	exit 1
+fi
+echo "package: $installed manual pages installed"
+
 tls=0
 cert=()
 if [ -e "$prefix/include/proact_tls.h" ]; then

@@ -53,6 +53,8 @@ run_suite build/tsan-kqueue -DPROACT_TSAN=ON -DPROACT_EXAMPLES=OFF "${kqueue[@]}
 unset TSAN_OPTIONS
 echo "== fuzz smoke (libFuzzer, 30 s per backend) =="
 bash scripts/fuzz.sh 30
+echo "== manual pages: one per public function, as the headers declare them =="
+bash scripts/man-check.sh
 echo "== the installed package: a program built with find_package(proact) and with pkg-config =="
 bash scripts/package-test.sh
 echo "== other targets: i386, aarch64, s390x (the suite), musl (the echo server under load), macOS (compiled and linked) =="

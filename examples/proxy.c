@@ -305,6 +305,13 @@ static void on_accept(struct proxy *x, const struct proact_completion *r)
 
 static void on_completion(struct proxy *x, const struct proact_completion *r)
 {
+	if (r->ctx == x->sig && !ex_stop_signal(r)) { /* SIGUSR1: the counters */
+		ex_print_stats(x->w, 0);
+		int rc = proact_read(x->w, x->sfd, x->sig, sizeof(x->sig), x->sig);
+		if (rc < 0)
+			stop(x, "signalfd read", rc);
+		return;
+	}
 	if (r->ctx == x->sig) { /* SIGINT or SIGTERM */
 		if (r->error)
 			stop(x, "signalfd", r->error);
@@ -391,6 +398,8 @@ static int setup(struct proxy *x, const struct options *o)
    left of the pairs is freed here. */
 static void teardown(struct proxy *x)
 {
+	if (x->w)
+		ex_print_stats(x->w, 0);
 	proact_watcher_destroy(x->w);
 	while (x->live.next != &x->live)
 		pair_release(x->live.next);

@@ -379,9 +379,11 @@ static void on_signal(struct server *s, const struct proact_completion *r)
 		s->stop = s->failed = true;
 		return;
 	}
-	s->stop = r->size > 0; /* SIGINT or SIGTERM */
-	if (!s->stop)
+	s->stop = ex_stop_signal(r); /* SIGINT or SIGTERM; SIGUSR1 asks for the counters */
+	if (!s->stop) {
+		ex_print_stats(s->w, 0);
 		queue(s, ex_signal_read(s->sfd, s->sig, sizeof(s->sig)));
+	}
 }
 
 static void on_completion(struct server *s, const struct proact_completion *r)
@@ -477,6 +479,7 @@ int main(int argc, char **argv)
 	        proact_backend(s.w), o.interval_ms);
 	ex_print_listening(s.lfd);
 	run(&s);
+	ex_print_stats(s.w, 0);
 	printf("push_server: accepted %" PRIu64 " clients, sent %" PRIu64 " pushes (%" PRIu64
 	       " bytes), %" PRIu64 " skipped, %" PRIu64 " resets, %" PRIu64 " errors\n",
 	       s.accepted, s.pushes_sent, s.bytes, s.skipped, s.resets, s.errors);

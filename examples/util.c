@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
@@ -175,6 +176,7 @@ int ex_open_signalfd(void)
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGUSR1); /* not a stop: a request for the counters */
 	/* pthread_sigmask, not sigprocmask: the latter is unspecified once
 	   there are threads, and echo_server starts some. */
 	int rc = pthread_sigmask(SIG_BLOCK, &set, NULL);
@@ -212,7 +214,8 @@ int ex_open_signalfd(void)
 	stop_pipe = p[1];
 	struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
 	sigemptyset(&sa.sa_mask);
-	if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0) {
+	if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0 ||
+	    sigaction(SIGUSR1, &sa, NULL) < 0) {
 		close(p[0]);
 		return -1; /* the write end stays: a handler may already use it */
 	}
@@ -224,6 +227,55 @@ struct proact_request ex_signal_read(int sfd, ex_siginfo *info, size_t len)
 {
 	return (struct proact_request){
 	    .fd = sfd, .op = PROACT_OP_READ, .buf = info, .len = len, .ctx = info};
+}
+
+bool ex_stop_signal(const struct proact_completion *r)
+{
+	const ex_siginfo *info = r->buf;
+	if (r->error || r->size < sizeof(*info))
+		return true;
+	for (size_t i = 0; i < r->size / sizeof(*info); i++)
+		if (info[i].ssi_signo != SIGUSR1)
+			return true;
+	return false;
+}
+
+static const char *const op_names[PROACT_STATS_OPS] = {
+    [PROACT_OP_READ] = "read",         [PROACT_OP_WRITE] = "write",
+    [PROACT_OP_WRITEV] = "writev",     [PROACT_OP_FREE] = "free",
+    [PROACT_OP_DETACH] = "detach",     [PROACT_OP_ACCEPT] = "accept",
+    [PROACT_OP_CONNECT] = "connect",   [PROACT_OP_SHUTDOWN] = "shutdown",
+    [PROACT_OP_RECVFROM] = "recvfrom", [PROACT_OP_SENDTO] = "sendto",
+    [PROACT_OP_TIMER] = "timer",       [PROACT_OP_SENDFILE] = "sendfile",
+};
+
+/* "name=count" for each op with requests, the completed count after a slash. */
+static void print_ops(FILE *out, const struct proact_stats *s)
+{
+	for (int op = 0; op < PROACT_STATS_OPS; op++)
+		if (s->submitted[op] || s->completed[op])
+			fprintf(out, " %s=%" PRIu64 "/%" PRIu64, op_names[op] ? op_names[op] : "op",
+			        s->submitted[op], s->completed[op]);
+}
+
+void ex_print_stats(proact_watcher *w, unsigned idx)
+{
+	struct proact_stats s;
+	int rc = proact_stats(w, &s);
+	if (rc < 0) {
+		fprintf(stderr, "%s: stats[%u]: %s\n", progname, idx, proact_strerror(rc));
+		return;
+	}
+	fprintf(stderr, "%s: stats[%u]: submitted/completed", progname, idx);
+	print_ops(stderr, &s);
+	fprintf(stderr,
+	        "; failed %" PRIu64 "; kernel waits %" PRIu64 ", io calls %" PRIu64
+	        ", ring entries %" PRIu64 ", ring enters %" PRIu64 "; deadlines %" PRIu64
+	        ", timers %" PRIu64 "; pauses %" PRIu64 " (%u now); fds %u (most %u); pending %u;"
+	        " pool %u of %u in use (most %u)\n",
+	        s.failed, s.kernel_waits, s.io_calls, s.ring_entries, s.ring_enters,
+	        s.deadlines_fired, s.timers_fired, s.pauses, s.paused, s.fds, s.fds_high, s.pending,
+	        s.pool_in_use, s.pool_buffers, s.pool_high);
 }
 
 /* ---- requests ----------------------------------------------------------- */
@@ -353,6 +405,12 @@ void ex_shard_fail(struct ex_shard *sh, const char *what, int err)
    accepted fd, -1 for none, -2 for a completion that is not the shard's. */
 static int shard_completion(struct ex_shard *sh, const struct proact_completion *r)
 {
+	if (r->ctx == sh->sig && !ex_stop_signal(r)) { /* SIGUSR1: the counters */
+		for (unsigned i = 0; i < nshards; i++)
+			ex_print_stats(shards[i]->w, i);
+		ex_batch_queue(&sh->reqs, ex_signal_read(sh->sfd, sh->sig, sizeof(sh->sig)));
+		return -1;
+	}
 	if (r->ctx == sh->sig) { /* SIGINT or SIGTERM */
 		if (r->error)
 			ex_shard_fail(sh, "signalfd", r->error);
@@ -431,6 +489,8 @@ bool ex_shards_run(struct ex_shard *const sh[], unsigned n, const struct ex_shar
 		proact_wakeup(sh[i]->w);
 	for (unsigned i = 1; i <= started; i++)
 		pthread_join(sh[i]->thread, NULL);
+	for (unsigned i = 0; i < n; i++)
+		ex_print_stats(sh[i]->w, i);
 	return started + 1 == n;
 }
 

@@ -90,8 +90,9 @@ int ex_open_listener(const char *host, const char *port, int backlog, bool reuse
    lets the kernel choose). Exits with status 1 if the address is unknown. */
 void ex_print_listening(int fd);
 
-/* Blocks SIGINT and SIGTERM in the calling thread (threads it creates later
-   inherit the mask) and returns a non-blocking signalfd for them, or -1 with
+/* Blocks SIGINT, SIGTERM and SIGUSR1 in the calling thread (threads it
+   creates later inherit the mask) and returns a non-blocking signalfd for
+   them (SIGUSR1 asks for the counters, see ex_stop_signal), or -1 with
    errno set. A read pending on it stops the loop without a handler, which
    could not call proact_wakeup() (not async-signal-safe). Without signalfd,
    a handler writes the signal's number into a pipe and this returns the
@@ -101,6 +102,15 @@ int ex_open_signalfd(void);
 /* The read of @len bytes into @info that a stop signal completes. @info is
    also the ctx, so a completion whose ctx is @info is the signal. */
 struct proact_request ex_signal_read(int sfd, ex_siginfo *info, size_t len);
+
+/* Whether the completed signal read @r asks to stop: SIGINT, SIGTERM, an
+   error or an end. False when it brought only SIGUSR1, which asks for the
+   counters (ex_print_stats): the program prints them and reads again. */
+bool ex_stop_signal(const struct proact_completion *r);
+
+/* Prints the watcher's counters (proact_stats) on one line to stderr,
+   "PROG: stats[IDX]: ...". */
+void ex_print_stats(proact_watcher *w, unsigned idx);
 
 /* ---- requests ----------------------------------------------------------- */
 

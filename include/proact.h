@@ -548,6 +548,58 @@ PROACT_API int proact_wait(proact_watcher *w, struct proact_completion *out, int
 PROACT_API int proact_wakeup(proact_watcher *w);
 
 /* ------------------------------------------------------------------------ */
+/* Counters                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/** Room in struct proact_stats for every op number, and for ops to come. */
+#define PROACT_STATS_OPS 16
+
+/**
+ * What a watcher has done since it was made, and holds now (proact_stats).
+ * Totals only grow; they are 64-bit and do not wrap in practice.
+ */
+struct proact_stats {
+	uint64_t submitted[PROACT_STATS_OPS]; /* by enum proact_op: requests accepted by
+	                                         a call (FREE, DETACH: proact_free and
+	                                         proact_detach calls that returned 0) */
+	uint64_t completed[PROACT_STATS_OPS]; /* by op: completions proact_wait delivered */
+	/* Of those, the ones with an error (ECANCELED and ETIMEDOUT included). */
+	uint64_t failed;
+	uint64_t kernel_waits;    /* times the waiting thread asked the kernel for events
+	                             (epoll_wait, kevent, io_uring_enter to wait,
+	                             GetQueuedCompletionStatusEx) */
+	uint64_t io_calls;        /* system calls that moved bytes, accepted or connected
+	                             directly (recv, send, accept, sendfile, ...): every
+	                             one on epoll and kqueue, io_uring's direct sends */
+	uint64_t ring_entries;    /* io_uring: entries put in the submission queue */
+	uint64_t ring_enters;     /* io_uring: io_uring_enter calls that submitted
+	                             entries or waited */
+	uint64_t deadlines_fired; /* requests whose deadline passed (each completes
+	                             with ETIMEDOUT) */
+	uint64_t timers_fired;    /* timers that fired (cancelled ones not) */
+	uint64_t pauses;          /* times an fd was paused for want of descriptors or
+	                             memory (an accept at EMFILE, see proact_accept) */
+	uint32_t paused;          /* fds paused now */
+	uint32_t fds;             /* descriptors registered now */
+	uint32_t fds_high;        /* the most registered at once */
+	uint32_t pending;         /* requests not yet completed */
+	uint32_t pool_buffers;    /* the pool's buffer count */
+	uint32_t pool_in_use;     /* pool buffers held now: by data a read delivered or
+	                             the kernel filled, until given back (rule 5) */
+	uint32_t pool_high;       /* the most held at once */
+	uint32_t reserved32;
+	uint64_t reserved[8]; /* zero; room for counters to come */
+};
+
+/**
+ * proact_stats - copy the watcher's counters into @out.
+ * Cheap enough to stay on: each counter is a plain increment the watcher
+ * makes under the lock it holds anyway. The copy is consistent (taken under
+ * that lock). Returns 0, -EINVAL (NULL w or out) or -ESHUTDOWN. Any thread.
+ */
+PROACT_API int proact_stats(proact_watcher *w, struct proact_stats *out);
+
+/* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
 /* ------------------------------------------------------------------------ */
 

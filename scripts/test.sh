@@ -26,7 +26,7 @@ run_suite() {
 }
 
 kqueue=(-DPROACT_KQUEUE_DOUBLE=ON)
-threaded='threads|shutdown|basic|misuse|kevent|timer'
+threaded='threads|shutdown|basic|misuse|kevent|timer|stats'
 
 echo "== tests (Debug) =="
 run_suite build/test

@@ -175,6 +175,7 @@ struct proact__pool {
 	uint32_t low;
 	uint32_t hot; /* dirty buffers that may stay: what a steady load keeps using */
 	uint64_t trim_at;
+	uint32_t high; /* the most buffers held at once (proact_stats) */
 };
 #define PROACT__POOL_HOT 4
 
@@ -285,6 +286,10 @@ struct proact_watcher {
 	struct proact__pool pool;
 
 	uint32_t pending, max_pending, max_pending_fd;
+	uint32_t nfds; /* registered descriptors */
+	/* The counters of proact_stats: totals here, the "now" fields filled in
+	   when read. Plain increments under the lock the watcher holds anyway. */
+	struct proact_stats stats;
 	/* Set by the backend: a pool read waiting for data holds nothing of its
 	   request in the kernel (epoll; io_uring polling first), so it may park. */
 	bool park_reads;

@@ -155,6 +155,8 @@ int32_t proact__pool_take(struct proact_watcher *w, void **ptr)
 	proact__pool_dirty(p, idx);
 	p->refs[idx] = 1;
 	p->navail--;
+	if (p->count - p->navail > p->high)
+		p->high = p->count - p->navail;
 	*ptr = proact__pool_addr(p, (int32_t)idx);
 	return (int32_t)idx;
 }
@@ -171,9 +173,12 @@ void proact__pool_untake(struct proact_watcher *w, int32_t idx)
 /* The kernel filled buffer idx from the ring: it is held from now on. */
 void proact__pool_claim(struct proact_watcher *w, int32_t idx)
 {
-	proact__pool_dirty(&w->pool, (uint32_t)idx);
-	w->pool.refs[idx] = 1;
-	w->pool.navail--;
+	struct proact__pool *p = &w->pool;
+	proact__pool_dirty(p, (uint32_t)idx);
+	p->refs[idx] = 1;
+	p->navail--;
+	if (p->count - p->navail > p->high)
+		p->high = p->count - p->navail;
 }
 
 /*

@@ -43,12 +43,14 @@ static ssize_t do_read(struct proact_watcher *w, struct proact__fd *f, struct pr
 {
 	if (r->buf) {
 		*asked = r->len - r->done;
+		w->stats.io_calls++;
 		return sys_read(f, r, (char *)r->buf + r->done, *asked);
 	}
 	void *p;
 	int32_t idx = proact__pool_take(w, &p);
 	if (idx < 0)
 		return PROACT__NOPOOL;
+	w->stats.io_calls++;
 	*asked = r->len;
 	ssize_t n = sys_read(f, r, p, r->len);
 	if (n > 0 || (n == 0 && r->op == PROACT_OP_RECVFROM)) { /* an empty datagram is data */
@@ -138,6 +140,8 @@ ssize_t proact__ready_io(struct proact_watcher *w, struct proact__fd *f, int dir
 {
 	if (!f->ready[dir])
 		return PROACT__WAIT;
+	if (r->op != PROACT_OP_READ && r->op != PROACT_OP_RECVFROM)
+		w->stats.io_calls++; /* do_read counts its own: it may make none */
 	if (r->op == PROACT_OP_CONNECT)
 		return do_connect(f, r);
 	if (r->op == PROACT_OP_ACCEPT)

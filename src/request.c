@@ -184,6 +184,8 @@ static int fd_register(struct proact_watcher *w, int fd, struct proact__fd **out
 			return rc;
 		}
 		f->state = PROACT__FD_ACTIVE;
+		if (++w->nfds > w->stats.fds_high)
+			w->stats.fds_high = w->nfds;
 	}
 	*out = f;
 	return 0;
@@ -348,6 +350,7 @@ static void pause_fd(struct proact_watcher *w, struct proact__fd *f)
 	if (f->flags & (PROACT__F_PAUSED | PROACT__F_STARVED))
 		return;
 	f->flags |= PROACT__F_PAUSED;
+	w->stats.pauses++;
 	f->next_starved = w->paused_head ? w->paused_head->fd : PROACT__NO_FD;
 	w->paused_head = f;
 	if (!w->paused_until)
@@ -603,6 +606,7 @@ static void expire_one(struct proact_watcher *w, struct proact__req *r)
 	struct proact__fd *f = r->f;
 	int dir = dir_of(r);
 	proact__heap_remove(&w->heap, r);
+	w->stats.deadlines_fired++;
 	if (f->head[dir] == r && f->inflight[dir]) {
 		/* The kernel holds it: ask for it back, the result says how much moved. */
 		r->expired = 1;
@@ -625,6 +629,7 @@ void proact__expire(struct proact_watcher *w, uint64_t now)
 	struct proact__req *r;
 	while ((r = proact__heap_min(&w->heap)) && r->deadline <= now) {
 		if (r->op == PROACT_OP_TIMER) {
+			w->stats.timers_fired++;
 			proact__timer_finish(w, r, 0);
 			continue;
 		}
@@ -658,6 +663,7 @@ static void finish_close(struct proact_watcher *w, struct proact__fd *f)
 		proact__resume_paused(w); /* a descriptor is free: paused accepts may go on */
 	}
 	fd_reset(f);
+	w->nfds--;
 	proact__done_push(w, c);
 }
 
@@ -729,6 +735,7 @@ void proact__close_all(struct proact_watcher *w)
 			fd_reset(f);
 		}
 	}
+	w->nfds = 0;
 }
 
 /* ---- submission ---- */
@@ -1088,6 +1095,8 @@ int proact__deliver(struct proact_watcher *w, struct proact_completion *out, int
 		if (!w->done_head)
 			w->done_tail = NULL;
 		struct proact_completion *c = &out[n++];
+		w->stats.completed[r->op]++;
+		w->stats.failed += r->error != 0;
 		*c = (struct proact_completion){
 		    .fd = proact__sock(r->fdnum),
 		    .op = r->op,

@@ -231,6 +231,7 @@ int proact_submit(proact_watcher *w, const struct proact_request *reqs, int n)
 			rc = proact__submit_locked(w, &reqs[i], on_waiter);
 		if (rc)
 			break;
+		w->stats.submitted[reqs[i].op]++; /* validated: a known op */
 	}
 	kick(w);
 	proact__unlock(w);
@@ -317,6 +318,8 @@ static int close_common(proact_watcher *w, proact_socket fd, void *ctx, bool det
 	proact__lock(w);
 	int n = proact__fdnum(fd);
 	int rc = w->closed ? -ESHUTDOWN : n < 0 ? -EBADF : proact__close_fd(w, n, ctx, detach);
+	if (rc == 0)
+		w->stats.submitted[detach ? PROACT_OP_DETACH : PROACT_OP_FREE]++;
 	kick(w);
 	proact__unlock(w);
 	return rc;
@@ -390,6 +393,8 @@ int proact_timer(proact_watcher *w, uint64_t deadline, void *ctx, uint64_t *id)
 		return -EINVAL;
 	proact__lock(w);
 	int rc = w->closed ? -ESHUTDOWN : proact__timer_add(w, deadline, ctx, id);
+	if (rc == 0)
+		w->stats.submitted[PROACT_OP_TIMER]++;
 	kick(w);
 	proact__unlock(w);
 	return rc;
@@ -415,6 +420,27 @@ int proact_wakeup(proact_watcher *w)
 	if (rc == 0) {
 		w->woken = true;
 		kick(w);
+	}
+	proact__unlock(w);
+	return rc;
+}
+
+int proact_stats(proact_watcher *w, struct proact_stats *out)
+{
+	if (!w || !out)
+		return -EINVAL;
+	proact__lock(w);
+	int rc = w->closed ? -ESHUTDOWN : 0;
+	if (rc == 0) {
+		*out = w->stats;
+		for (struct proact__fd *f = w->paused_head; f;
+		     f = proact__fd_at(w, f->next_starved))
+			out->paused++;
+		out->fds = w->nfds;
+		out->pending = w->pending;
+		out->pool_buffers = w->pool.count;
+		out->pool_in_use = w->pool.count - w->pool.navail;
+		out->pool_high = w->pool.high;
 	}
 	proact__unlock(w);
 	return rc;

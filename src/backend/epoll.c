@@ -126,6 +126,7 @@ static int ep_poll(struct proact_watcher *w, int64_t timeout_ns)
 		w->sleeping = true;
 		proact__unlock(w);
 	}
+	w->stats.kernel_waits++;
 	int n = epoll_wait(s->epfd, s->events, EVENTS_PER_POLL, ms);
 	int err = errno;
 	if (ms != 0) {

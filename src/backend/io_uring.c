@@ -70,6 +70,7 @@ struct uring_state {
 	uint32_t nheld;
 	uint32_t direct_sends;       /* sends made at once since the ring was last entered */
 	struct proact__ufault fault; /* tests only: PROACT_URING_FAULTS (io_uring_fault.c) */
+	struct proact_stats *stats;  /* the watcher's counters */
 };
 
 struct fd_extra {
@@ -118,11 +119,14 @@ static struct io_uring_sqe *sqe_get(struct uring_state *s)
 	                               ? NULL
 	                               : io_uring_get_sqe(&s->ring);
 	if (!sqe) {
+		s->stats->ring_enters++;
 		io_uring_submit(&s->ring);
 		sqe = io_uring_get_sqe(&s->ring);
 	}
-	if (sqe)
+	if (sqe) {
 		s->outstanding++;
+		s->stats->ring_entries++;
+	}
 	return sqe;
 }
 
@@ -358,6 +362,7 @@ static int ur_init(struct proact_watcher *w)
 	if (!s)
 		return -ENOMEM;
 	s->evfd = -1;
+	s->stats = &w->stats;
 	int rc = ring_setup(s);
 	if (rc) {
 		free(s);
@@ -757,8 +762,10 @@ static void accept_result(struct proact_watcher *w, uint64_t ud, const struct io
 static ssize_t arm_linked_read(struct uring_state *s, struct proact__fd *f, size_t len)
 {
 	bool full = proact__ufault_on(&s->fault) && proact__ufault_sq_full(&s->fault);
-	if (full || io_uring_sq_space_left(&s->ring) < 2)
+	if (full || io_uring_sq_space_left(&s->ring) < 2) {
+		s->stats->ring_enters++;
 		io_uring_submit(&s->ring); /* the pair must reach the kernel together */
+	}
 	if (io_uring_sq_space_left(&s->ring) < 2)
 		return -EBUSY;
 	struct io_uring_sqe *poll = io_uring_get_sqe(&s->ring);
@@ -773,6 +780,7 @@ static ssize_t arm_linked_read(struct uring_state *s, struct proact__fd *f, size
 	if (proact__ufault_on(&s->fault))
 		proact__ufault_sqe(&s->fault, recv, f->flags & PROACT__F_STREAM);
 	s->outstanding++; /* one result for the pair */
+	s->stats->ring_entries += 2;
 	return PROACT__ARMED;
 }
 
@@ -813,9 +821,10 @@ static ssize_t ur_arm_read(struct proact_watcher *w, struct proact__fd *f)
  */
 #define DIRECT_SENDS_PER_ROUND 16
 
-static ssize_t send_now(struct proact__fd *f, const struct proact__req *r)
+static ssize_t send_now(struct uring_state *s, struct proact__fd *f, const struct proact__req *r)
 {
 	size_t asked;
+	s->stats->io_calls++;
 	ssize_t n = proact__send_head(f, r, &asked);
 	if (n >= 0) {
 		if ((size_t)n < asked)
@@ -837,7 +846,7 @@ static ssize_t send_now(struct proact__fd *f, const struct proact__req *r)
 static ssize_t sendfile_io(struct uring_state *s, struct proact__fd *f, struct proact__req *r)
 {
 	if (f->ready[PROACT__WR]) {
-		ssize_t n = send_now(f, r);
+		ssize_t n = send_now(s, f, r);
 		if (n != PROACT__INFLIGHT)
 			return n;
 	}
@@ -860,7 +869,7 @@ static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 	if (dir == PROACT__WR && f->ready[PROACT__WR] && r->op != PROACT_OP_CONNECT &&
 	    s->direct_sends < DIRECT_SENDS_PER_ROUND && !proact__ufault_on(&s->fault)) {
 		s->direct_sends++;
-		ssize_t n = send_now(f, r);
+		ssize_t n = send_now(s, f, r);
 		if (n != PROACT__INFLIGHT)
 			return n;
 	}
@@ -1081,10 +1090,13 @@ static int ur_poll(struct proact_watcher *w, int64_t timeout_ns)
 	arm_wakeup(s);
 	int rc;
 	if (timeout_ns == 0 || io_uring_cq_ready(&s->ring) > 0) {
+		s->stats->ring_enters += io_uring_sq_ready(&s->ring) > 0;
 		rc = io_uring_submit(&s->ring);
 		rc = rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY ? rc : 0;
 	} else {
 		unsigned to_submit = flush_sq(&s->ring);
+		w->stats.kernel_waits++;
+		w->stats.ring_enters++;
 		w->sleeping = true;
 		proact__unlock(w);
 		rc = submit_and_wait(s, to_submit, timeout_ns);

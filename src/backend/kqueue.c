@@ -290,6 +290,7 @@ static int kq_call(struct proact_watcher *w, const struct kevent *changes, int n
 		w->sleeping = true;
 		proact__unlock(w);
 	}
+	w->stats.kernel_waits++;
 	int got =
 	    kevent(s->kq, changes, n, s->events, EVENTS_PER_POLL, timeout_of(timeout_ns, &ts));
 	int err = errno;

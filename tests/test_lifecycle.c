@@ -317,6 +317,9 @@ static int emfile_run(proact_watcher *w)
 	/* Paused 100 ms each time: a handful in half a second, not thousands. */
 	if (emfile < 1 || emfile > 20)
 		return 17;
+	struct proact_stats st; /* each EMFILE paused the listener once */
+	if (proact_stats(w, &st) != 0 || st.pauses != (uint64_t)emfile || st.paused > 1)
+		return 22;
 	if (proact_free(w, spare, NULL) != 0)
 		return 18;
 	for (int i = 0; i < 100; i++) {

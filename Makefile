@@ -6,11 +6,12 @@
 #   make package-test  install into a temporary prefix, build and run a program
 #                against it with find_package and pkg-config (scripts/package-test.sh)
 #   make man-check  every public function has its manual page (scripts/man-check.sh)
+#   make abi-check  the ABI against the last release's (scripts/abi-check.sh)
 #   make clean   remove every build tree
 BUILD_DIR ?= build/release
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build test demo cross package-test man-check clean
+.PHONY: all build test demo cross package-test man-check abi-check clean
 
 all: build
 
@@ -33,6 +34,9 @@ package-test:
 
 man-check:
 	bash scripts/man-check.sh
+
+abi-check:
+	bash scripts/abi-check.sh
 
 clean:
 	rm -rf build $(BUILD_DIR)

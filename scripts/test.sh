@@ -55,6 +55,8 @@ echo "== fuzz smoke (libFuzzer, 30 s per backend) =="
 bash scripts/fuzz.sh 30
 echo "== manual pages: one per public function, as the headers declare them =="
 bash scripts/man-check.sh
+echo "== ABI: the shared libraries against the last release's dumps (abi/) =="
+bash scripts/abi-check.sh
 echo "== the installed package: a program built with find_package(proact) and with pkg-config =="
 bash scripts/package-test.sh
 echo "== other targets: i386, aarch64, s390x (the suite), musl (the echo server under load), macOS (compiled and linked) =="

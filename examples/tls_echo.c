@@ -250,7 +250,7 @@ int main(int argc, char **argv)
 	bool ok = s.lfd >= 0 && setup(&s, &o) == 0;
 	if (ok) {
 		fprintf(stderr, "tls_echo: backend %s, kTLS %s\n", proact_backend(s.w),
-		        proact_tls_ktls_probe() == 1 ? "available (not used yet)" : "unavailable");
+		        proact_tls_ktls_probe() == 1 ? "available" : "unavailable");
 		ex_print_listening(s.lfd);
 		run(&s, 0);
 		/* Stopped: free what is left and wait (2 s at most) for its FREEs. */

@@ -33,9 +33,11 @@
  * buffers when they are empty, and the layer's output buffer goes back to
  * the layer once its write completed.
  *
- * kTLS: proact_tls_ktls_probe() tells whether the kernel offers the "tls"
- * ULP. The records always go through memory BIOs in this version, also where
- * the kernel has it.
+ * kTLS: where the kernel offers the "tls" ULP, a connection hands its keys
+ * to the kernel once the handshake is done, and from then on its records
+ * are plain proact reads and writes of the socket (see proact_tls_ktls()).
+ * Elsewhere, or when the kernel refuses, the memory BIOs go on: nothing
+ * changes for the program either way.
  */
 #ifndef PROACT_TLS_H
 #define PROACT_TLS_H
@@ -77,9 +79,10 @@ enum proact_tls_op {
 #define PROACT_TLS_SERVER    0x1u /* the accepting side: needs a certificate and key */
 #define PROACT_TLS_NO_VERIFY 0x2u /* client: accept any certificate and host name */
 #define PROACT_TLS_VERIFY_CLIENT                                                                   \
-	0x4u                  /* server: require a client certificate, checked                     \
-	                         against ca_file */
-#define PROACT_TLS_TLS13 0x8u /* TLS 1.3 only (default: 1.2 and 1.3) */
+	0x4u                     /* server: require a client certificate, checked                  \
+	                            against ca_file */
+#define PROACT_TLS_TLS13   0x8u  /* TLS 1.3 only (default: 1.2 and 1.3) */
+#define PROACT_TLS_NO_KTLS 0x10u /* never hand records to the kernel */
 
 /** How proact_tls_ctx_new() builds a context; unused fields zero. */
 struct proact_tls_config {
@@ -316,11 +319,38 @@ PROACT_TLS_API const char *proact_tls_version(const proact_tls_conn *c);
 
 /**
  * proact_tls_ktls_probe - whether this kernel offers kernel TLS (the "tls"
- * TCP ULP), tried on a loopback connection of its own.
+ * TCP ULP), tried once per process on a loopback connection of its own;
+ * later calls return the first answer.
  * Returns 1 (available), 0 (unavailable: no such ULP, or not Linux), or a
- * negative errno if the probe could not run (-EMFILE...). Any thread.
+ * negative errno if the probe could not run (-EMFILE...; asked again next
+ * time). Any thread.
+ *
+ * proact_tls_ctx_new() asks it, unless the context has PROACT_TLS_NO_KTLS
+ * or the environment variable PROACT_TLS_KTLS is "0" or "off"; with
+ * PROACT_TLS_KTLS=force every connection tries the handoff without it.
  */
 PROACT_TLS_API int proact_tls_ktls_probe(void);
+
+/** What proact_tls_ktls() returns: the directions the kernel carries. */
+#define PROACT_TLS_KTLS_TX 0x1 /* records sent: encrypted by the kernel */
+#define PROACT_TLS_KTLS_RX 0x2 /* records received: decrypted by the kernel */
+
+/**
+ * proact_tls_ktls - which directions of @c the kernel carries: 0 (the
+ * memory BIOs, as before the handshake), PROACT_TLS_KTLS_TX, or both.
+ * @why (may be NULL): unless both, why not, as static text ("no tls ULP in
+ * this kernel", "kTLS off (PROACT_TLS_NO_KTLS)", "tls ULP refused: no tls
+ * module in the kernel", "cipher or version not offered by kTLS"...).
+ *
+ * The handoff happens once, when the handshake is done and OpenSSL's last
+ * records went out; its completion is delivered after it. Offered: TLS 1.3
+ * with AES-128-GCM, AES-256-GCM or ChaCha20-Poly1305, TLS 1.2 with AES-GCM.
+ * The receiving side stays with OpenSSL on a TLS 1.3 client (the server's
+ * tickets come after the handshake) and where ciphertext was already read
+ * past the handshake. After the handoff a key update from the peer fails
+ * the connection (EPROTO). Returns -EINVAL for NULL @c.
+ */
+PROACT_TLS_API int proact_tls_ktls(const proact_tls_conn *c, const char **why);
 
 #ifdef __cplusplus
 }

@@ -51,6 +51,9 @@ static int make_ssl(proact_tls *t, struct proact_tls_conn *c, const proact_tls_c
 	BIO_set_init(bio, 1);
 	SSL_set_bio(c->ssl, bio, bio); /* one reference for both directions */
 	tls__info_setup(c->ssl, c);
+	c->ktls_why = ctx->ktls_why;
+	if (ctx->ktls)
+		tls__ktls_begin(c);
 	if (ctx->flags & PROACT_TLS_SERVER) {
 		SSL_set_accept_state(c->ssl);
 		return 0;
@@ -82,6 +85,7 @@ int proact_tls_conn_new(proact_tls *t, proact_tls_conn **out, int fd, proact_tls
 	ERR_clear_error();
 	if (rc < 0) {
 		SSL_free(c->ssl);
+		tls__ktls_drop(c);
 		free(c);
 		return rc;
 	}
@@ -290,6 +294,17 @@ size_t proact_tls_alpn(const proact_tls_conn *c, const unsigned char **proto)
 const char *proact_tls_server_name(const proact_tls_conn *c)
 {
 	return c ? SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+}
+
+int proact_tls_ktls(const proact_tls_conn *c, const char **why)
+{
+	if (!c)
+		return -EINVAL;
+	if (why)
+		*why = c->ktls == (PROACT_TLS_KTLS_TX | PROACT_TLS_KTLS_RX) ? NULL
+		       : c->ktls_why                                        ? c->ktls_why
+		                                                            : "handshake not done";
+	return c->ktls;
 }
 
 const char *proact_tls_version(const proact_tls_conn *c)

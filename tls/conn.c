@@ -47,6 +47,21 @@ static int bio_write(BIO *b, const char *data, int len)
 	return len;
 }
 
+/* Bytes of the last socket read: ciphertext for OpenSSL, or after a kTLS
+   handoff of the receiving side, the kernel's plaintext. */
+static size_t take_input(struct proact_tls_conn *c, void *data, size_t len)
+{
+	size_t n = c->in_len < len ? c->in_len : len;
+	memcpy(data, c->in, n);
+	c->in += n;
+	c->in_len -= n;
+	if (c->in_len == 0 && c->stash) {
+		free(c->stash);
+		c->stash = NULL;
+	}
+	return n;
+}
+
 static int bio_read(BIO *b, char *data, int len)
 {
 	struct proact_tls_conn *c = BIO_get_data(b);
@@ -59,15 +74,7 @@ static int bio_read(BIO *b, char *data, int len)
 		BIO_set_retry_read(b);
 		return -1;
 	}
-	size_t n = c->in_len < (size_t)len ? c->in_len : (size_t)len;
-	memcpy(data, c->in, n);
-	c->in += n;
-	c->in_len -= n;
-	if (c->in_len == 0 && c->stash) {
-		free(c->stash);
-		c->stash = NULL;
-	}
-	return (int)n;
+	return (int)take_input(c, data, (size_t)len);
 }
 
 static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
@@ -156,9 +163,23 @@ static void ssl_fail(struct proact_tls_conn *c, int e)
 
 /* ---- moving ciphertext ------------------------------------------------------- */
 
+/* After the sending side's handoff OpenSSL's records would be wrapped
+   again by the kernel: what it makes (a key update's answer, an alert) is
+   dropped, and the connection fails unless it had. */
+static bool drop_output(struct proact_tls_conn *c)
+{
+	if (!(c->ktls & PROACT_TLS_KTLS_TX))
+		return false;
+	if (c->out && c->out->len) {
+		c->out->len = 0;
+		conn_fail(c, EPROTO, "OpenSSL wrote a record after the kTLS handoff");
+	}
+	return true;
+}
+
 static void flush(struct proact_tls_conn *c)
 {
-	if (c->fly || !c->out || c->out->len == 0 || c->closing)
+	if (drop_output(c) || c->fly || !c->out || c->out->len == 0 || c->closing)
 		return;
 	c->fly = c->out;
 	c->out = NULL;
@@ -198,22 +219,65 @@ static void keep_input(struct proact_tls_conn *c)
 
 /* ---- the handshake and reads ------------------------------------------------- */
 
+static bool handshake_done(struct proact_tls_conn *c)
+{
+	struct tls__req *r = c->hs;
+	c->hs = NULL;
+	tls__complete(r, 0);
+	return true;
+}
+
+/* The kTLS handoff, once OpenSSL's last handshake records went out (a
+   server's tickets among them); the handshake completes after it. */
+static bool handoff(struct proact_tls_conn *c)
+{
+	flush(c);
+	if (c->error || !tls__ktls_ready(c))
+		return false;
+	tls__ktls_handoff(c);
+	return handshake_done(c);
+}
+
 static bool handshake(struct proact_tls_conn *c)
 {
 	ERR_clear_error();
 	int ret = SSL_do_handshake(c->ssl);
 	if (ret == 1) {
-		struct tls__req *r = c->hs;
 		c->hs_done = true;
-		c->hs = NULL;
-		tls__complete(r, 0);
-		return true;
+		c->kpending = c->k != NULL;
+		return !c->kpending && handshake_done(c);
 	}
 	int e = SSL_get_error(c->ssl, ret);
 	if (e == SSL_ERROR_WANT_READ)
 		need_input(c);
 	else
 		ssl_fail(c, e);
+	return false;
+}
+
+static void read_done(struct tls__req *r, void *buf, size_t n, int32_t idx)
+{
+	r->done = n;
+	r->pool = idx;
+	r->one.iov_base = buf;
+	tls__complete(r, 0);
+}
+
+/* After the receiving side's handoff: the kernel's plaintext, as it came. */
+static bool kernel_read(struct proact_tls_conn *c, struct tls__req *r, void *buf, size_t len,
+                        int32_t idx)
+{
+	size_t n = take_input(c, buf, len);
+	if (n > 0) {
+		read_done(r, buf, n, idx);
+		return true;
+	}
+	if (idx >= 0)
+		tls__buf_unref(c->t, idx);
+	if (c->sock_eof)
+		conn_fail(c, EPROTO, "unexpected end of the TLS stream");
+	else
+		need_input(c);
 	return false;
 }
 
@@ -232,13 +296,12 @@ static bool read_one(struct proact_tls_conn *c, struct tls__req *r)
 		buf = tls__buf_ptr(t, idx);
 		len = len == 0 || len > TLS__RECORD ? TLS__RECORD : len;
 	}
+	if (c->ktls & PROACT_TLS_KTLS_RX)
+		return kernel_read(c, r, buf, len, idx);
 	ERR_clear_error();
 	int n = SSL_read(c->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
 	if (n > 0) {
-		r->done = (size_t)n;
-		r->pool = idx;
-		r->one.iov_base = buf;
-		tls__complete(r, 0);
+		read_done(r, buf, (size_t)n, idx);
 		return true;
 	}
 	if (idx >= 0)
@@ -308,9 +371,30 @@ static size_t next_chunk(proact_tls *t, const struct tls__req *r, const void **p
 	return want;
 }
 
+/* After the sending side's handoff: the program's bytes go to the socket
+   as they are, one write in flight, and the kernel makes the records. */
+static bool kernel_write(struct proact_tls_conn *c, struct tls__req *r)
+{
+	if (c->kfly)
+		return false;
+	int rc = proact_writev(c->t->w, c->fd, r->iov, r->iovcnt, c);
+	if (rc < 0) {
+		conn_fail(c, -rc, NULL);
+		return false;
+	}
+	c->kfly = true;
+	r->done = r->len;
+	c->made += r->len;
+	r->mark = c->made;
+	tls__heap_del(c->t, r);
+	return true;
+}
+
 /* Takes @r's bytes into records as far as there is room; true when all are. */
 static bool take_write(struct proact_tls_conn *c, struct tls__req *r)
 {
+	if (c->ktls & PROACT_TLS_KTLS_TX)
+		return kernel_write(c, r);
 	while (r->done < r->len) {
 		if (!room(c)) {
 			flush(c);
@@ -336,6 +420,17 @@ static bool take_write(struct proact_tls_conn *c, struct tls__req *r)
    proact, the socket's shutdown behind it. */
 static bool take_shutdown(struct proact_tls_conn *c, struct tls__req *r)
 {
+	if (r->stage == 0 && (c->ktls & PROACT_TLS_KTLS_TX)) {
+		if (c->kfly) /* the alert goes behind the bytes before it */
+			return false;
+		c->wr_closed = true;
+		r->stage = 1;
+		int e = c->cut ? 0 : tls__ktls_close_notify(c->fd);
+		if (e) {
+			conn_fail(c, e, "close_notify could not be sent");
+			return false;
+		}
+	}
 	if (r->stage == 0) {
 		c->wr_closed = true;
 		r->stage = 1;
@@ -395,10 +490,12 @@ void tls__pump(struct proact_tls_conn *c)
 {
 	if (c->closing || c->error)
 		return;
-	if (!c->hs_done && (!c->hs || !handshake(c))) {
+	if (!c->hs_done && (!c->hs || !handshake(c)) && !c->kpending) {
 		flush(c);
 		return;
 	}
+	if (c->kpending && !handoff(c))
+		return;
 	pump_reads(c);
 	pump_writes(c);
 	if (c->reneg && !c->error)
@@ -407,11 +504,36 @@ void tls__pump(struct proact_tls_conn *c)
 
 /* ---- completions of the layer's requests --------------------------------------- */
 
+/* The kernel stops a plain read at a record that is not data (EIO): an
+   alert, close_notify among them, or a handshake message; and reports a
+   record that failed its checks (EBADMSG, EMSGSIZE). */
+static void kernel_read_error(struct proact_tls_conn *c, int error)
+{
+	const char *why = "a bad record (the kernel's check)";
+	bool eof = false;
+	if (error == EIO)
+		error = tls__ktls_control(c->fd, &eof, &why);
+	else if (error == EBADMSG || error == EMSGSIZE || error == EINVAL)
+		error = EPROTO;
+	else
+		why = NULL;
+	if (!eof) {
+		conn_fail(c, error, why);
+		return;
+	}
+	c->rx_eof = true;
+	tls__pump(c);
+}
+
 static void on_read(struct proact_tls_conn *c, const struct proact_completion *r)
 {
 	c->reading = false;
 	if (c->closing || c->error)
 		return;
+	if (r->error && (c->ktls & PROACT_TLS_KTLS_RX)) {
+		kernel_read_error(c, r->error);
+		return;
+	}
 	if (r->error) {
 		conn_fail(c, r->error, NULL);
 		return;
@@ -430,6 +552,7 @@ static void on_write(struct proact_tls_conn *c, const struct proact_completion *
 {
 	tls__obuf_put(c->t, c->fly);
 	c->fly = NULL;
+	c->kfly = false;
 	c->sent += r->size;
 	if (c->closing || c->error)
 		return;
@@ -526,6 +649,7 @@ void tls__conn_destroy(struct proact_tls_conn *c)
 	if (c->free_req && c->free_req->link.next == &c->free_req->link)
 		tls__req_free(t, c->free_req); /* never completed: not on the done list */
 	SSL_free(c->ssl);
+	tls__ktls_drop(c);
 	free(c->out);
 	free(c->fly);
 	free(c->stash);

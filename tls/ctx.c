@@ -1,21 +1,20 @@
 /*
- * ctx.c - TLS contexts (an SSL_CTX and the ALPN list) and the kTLS probe.
+ * ctx.c - TLS contexts (an SSL_CTX and the ALPN list), and what OpenSSL's
+ * callbacks tell about a connection.
  */
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 #define KNOWN_FLAGS                                                                                \
-	(PROACT_TLS_SERVER | PROACT_TLS_NO_VERIFY | PROACT_TLS_VERIFY_CLIENT | PROACT_TLS_TLS13)
+	(PROACT_TLS_SERVER | PROACT_TLS_NO_VERIFY | PROACT_TLS_VERIFY_CLIENT | PROACT_TLS_TLS13 |  \
+	 PROACT_TLS_NO_KTLS)
 
 /* "h2,http/1.1" to ALPN's wire form: each name after its length byte. */
 static int alpn_wire(const char *list, unsigned char *out, uint8_t *out_len)
@@ -155,6 +154,10 @@ static int configure(struct proact_tls_ctx *x, const struct proact_tls_config *c
 		rc = -ENOMEM;
 	if (rc == 0 && cfg->alpn && server)
 		SSL_CTX_set_alpn_select_cb(s, alpn_select, x);
+	/* The traffic secrets are seen only where a handoff may follow. */
+	x->ktls_why = tls__ktls_mode(cfg->flags, &x->ktls);
+	if (x->ktls)
+		SSL_CTX_set_keylog_callback(s, tls__ktls_keylog);
 	return rc;
 }
 
@@ -191,7 +194,8 @@ void proact_tls_ctx_free(proact_tls_ctx *ctx)
 
 /* TLS 1.2 and earlier: a ClientHello (server) or HelloRequest (client) after
    the handshake asks for a renegotiation, which the layer refuses by failing
-   the connection. (TLS 1.3's post-handshake messages are other types.) */
+   the connection. (TLS 1.3's post-handshake messages are other types.) The
+   kTLS handoff counts records here. */
 static void on_message(int write_p, int version, int content_type, const void *buf, size_t len,
                        SSL *ssl, void *arg)
 {
@@ -199,6 +203,7 @@ static void on_message(int write_p, int version, int content_type, const void *b
 	(void)ssl;
 	struct proact_tls_conn *c = arg;
 	const unsigned char *m = buf;
+	tls__ktls_on_message(c, write_p, content_type, m, len);
 	if (!write_p && c->hs_done && content_type == SSL3_RT_HANDSHAKE && len > 0 &&
 	    (m[0] == SSL3_MT_CLIENT_HELLO || m[0] == SSL3_MT_HELLO_REQUEST))
 		c->reneg = true;
@@ -208,55 +213,5 @@ void tls__info_setup(SSL *ssl, struct proact_tls_conn *c)
 {
 	SSL_set_msg_callback(ssl, on_message);
 	SSL_set_msg_callback_arg(ssl, c);
+	SSL_set_app_data(ssl, c); /* for the keylog callback */
 }
-
-/* ---- kTLS probe ---------------------------------------------------------- */
-
-#if defined(__linux__)
-#ifndef TCP_ULP
-#define TCP_ULP 31
-#endif
-static int loopback_pair(int *a, int *b)
-{
-	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(sin);
-	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), rc = 0;
-	*a = *b = -1;
-	if (l < 0)
-		return -errno;
-	if (bind(l, (struct sockaddr *)&sin, len) < 0 || listen(l, 1) < 0 ||
-	    getsockname(l, (struct sockaddr *)&sin, &len) < 0)
-		rc = -errno;
-	if (rc == 0 && (*a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
-		rc = -errno;
-	if (rc == 0 && connect(*a, (struct sockaddr *)&sin, len) < 0)
-		rc = -errno;
-	if (rc == 0 && (*b = accept(l, NULL, NULL)) < 0)
-		rc = -errno;
-	close(l);
-	return rc;
-}
-
-int proact_tls_ktls_probe(void)
-{
-	int a, b;
-	int rc = loopback_pair(&a, &b);
-	if (rc == 0) {
-		/* ENOENT: no tls module; ENOPROTOOPT/EOPNOTSUPP: no ULP support. */
-		if (setsockopt(a, IPPROTO_TCP, TCP_ULP, "tls", sizeof("tls")) == 0)
-			rc = 1;
-		else if (errno == ENOMEM || errno == ENOBUFS)
-			rc = -errno;
-	}
-	if (a >= 0)
-		close(a);
-	if (b >= 0)
-		close(b);
-	return rc;
-}
-#else
-int proact_tls_ktls_probe(void)
-{
-	return 0;
-}
-#endif

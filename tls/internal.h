@@ -5,7 +5,10 @@
  * read buffers, output buffers, deadline heap and proact_tls_wait(). conn.c:
  * one connection's state machine over its OpenSSL object and a BIO that
  * reads from the ciphertext proact delivered and writes into an output
- * buffer that goes to proact_write(). The layer uses proact's public API only.
+ * buffer that goes to proact_write(). ktls.c: the kTLS probe, the traffic
+ * keys and sequence numbers, the handoff to the kernel. The layer uses
+ * proact's public API only (and, after a kTLS handoff, setsockopt, sendmsg
+ * and recvmsg for what proact's requests cannot carry: control records).
  *
  * Every function here runs on the layer's thread (see proact_tls.h).
  */
@@ -19,6 +22,14 @@
 
 #include "proact.h"
 #include "proact_tls.h"
+
+#if defined(__linux__) && defined(__has_include)
+#if __has_include(<linux/tls.h>)
+#include <linux/tls.h>
+#include <sys/socket.h>
+#define TLS__HAVE_KTLS 1
+#endif
+#endif
 
 #ifndef IOV_MAX
 #define IOV_MAX 1024
@@ -34,6 +45,8 @@
 struct proact_tls_ctx {
 	SSL_CTX *ssl;
 	uint32_t flags;
+	bool ktls;            /* connections try the handoff */
+	const char *ktls_why; /* why not, static text */
 	uint8_t alpn_len;
 	unsigned char alpn[255]; /* the server's list in wire form, for the select callback */
 };
@@ -96,11 +109,16 @@ struct proact_tls_conn {
 	bool sock_eof; /* the socket read returned the end of the stream */
 	bool rx_eof;   /* close_notify came: reads complete with EOF */
 	bool hs_done;
-	bool wr_closed; /* shutdown taken: later writes fail with EPIPE */
-	bool cut;       /* a write expired after part of it was taken */
-	bool closing;   /* proact_tls_free() was called */
-	bool starved;   /* on the layer's starved list */
-	bool reneg;     /* the peer asked for a renegotiation */
+	bool wr_closed;       /* shutdown taken: later writes fail with EPIPE */
+	bool cut;             /* a write expired after part of it was taken */
+	bool closing;         /* proact_tls_free() was called */
+	bool starved;         /* on the layer's starved list */
+	bool reneg;           /* the peer asked for a renegotiation */
+	bool kpending;        /* handshake done; the kTLS handoff waits for the output */
+	bool kfly;            /* kTLS: a plaintext write is in flight */
+	uint8_t ktls;         /* PROACT_TLS_KTLS_*: what the kernel carries */
+	struct tls__ktls *k;  /* secrets and sequence numbers until the handoff */
+	const char *ktls_why; /* why the kernel carries less than both ways */
 };
 
 struct proact_tls {
@@ -189,5 +207,47 @@ void tls__writev_unref(proact_tls *t, struct tls__req *r);
 
 /* ---- ctx.c -------------------------------------------------------------- */
 void tls__info_setup(SSL *ssl, struct proact_tls_conn *c);
+
+/* ---- ktls.c ------------------------------------------------------------- */
+/* One direction's keys as setsockopt(SOL_TLS, TLS_TX/TLS_RX) takes them. */
+struct tls__kinfo {
+#ifdef TLS__HAVE_KTLS
+	union {
+		struct tls_crypto_info info;
+		struct tls12_crypto_info_aes_gcm_128 gcm128;
+		struct tls12_crypto_info_aes_gcm_256 gcm256;
+		struct tls12_crypto_info_chacha20_poly1305 chacha;
+	} u;
+#else
+	unsigned char u[64];
+#endif
+	unsigned len;
+};
+/* Installs the keys on @fd (@rx NULL: sending side only): the
+   PROACT_TLS_KTLS_* directions taken, or a negative errno (nothing taken).
+   The kernel's setsockopt; tests put their own here. */
+typedef int (*tls__ktls_apply_fn)(int fd, const struct tls__kinfo *tx, const struct tls__kinfo *rx);
+extern tls__ktls_apply_fn tls__ktls_apply;
+/* Whether contexts with @flags try kTLS; if not, why (static text). */
+const char *tls__ktls_mode(uint32_t flags, bool *on);
+/* A connection of a context that tries kTLS: its handoff state. */
+void tls__ktls_begin(struct proact_tls_conn *c);
+void tls__ktls_keylog(const SSL *ssl, const char *line);
+void tls__ktls_on_message(struct proact_tls_conn *c, int write_p, int content_type,
+                          const unsigned char *m, size_t len);
+/* The keys of both directions now; @rx_why set (rx unset) if the receiving
+   side stays in user space. 0 or a negative errno. */
+int tls__ktls_prepare(struct proact_tls_conn *c, struct tls__kinfo *tx, struct tls__kinfo *rx,
+                      const char **rx_why);
+/* Nothing of OpenSSL's waits to be sent: the kernel may take over. */
+bool tls__ktls_ready(const struct proact_tls_conn *c);
+/* Tries the handoff once; on refusal the memory BIOs go on. */
+void tls__ktls_handoff(struct proact_tls_conn *c);
+void tls__ktls_drop(struct proact_tls_conn *c);
+/* close_notify as an alert record through the kernel: 0 or an errno. */
+int tls__ktls_close_notify(int fd);
+/* A record that is not data stopped a kernel read: take it. 0 and *eof for
+   close_notify, else an errno (EPROTO) with *why. */
+int tls__ktls_control(int fd, bool *eof, const char **why);
 
 #endif

@@ -12,8 +12,8 @@
  *     socket is closed;
  *   - plain requests on the same watcher pass through proact_tls_wait;
  *   - bad arguments get their documented errors; contexts from PEM text;
- *     ALPN with no common protocol; the kTLS probe answers cleanly (this
- *     kernel: unavailable) and the memory-BIO path serves either way.
+ *     ALPN with no common protocol; the kTLS probe answers cleanly and
+ *     TLS serves either way (test_tls_ktls.c checks the handoff).
  */
 #include "tls_common.h"
 
@@ -421,7 +421,7 @@ static void test_ktls_probe(void **state)
 	print_message("kTLS probe: %d (%s)\n", k, k == 1 ? "available" : "unavailable");
 	assert_true(k == 0 || k == 1);
 	assert_int_equal(t_fd_count(), fds);
-	/* whatever the answer, TLS runs through memory BIOs */
+	/* whatever the answer, TLS serves (the kernel's records or the BIOs) */
 	struct fixture f;
 	setup_pair(&f, NULL);
 	char buf[4];

@@ -97,10 +97,12 @@ void *proact__pool_addr(const struct proact__pool *p, int32_t idx)
 
 int32_t proact__pool_index(const struct proact__pool *p, const void *ptr)
 {
-	const uint8_t *b = ptr;
-	if (!p->base || b < p->base || b >= p->base + p->bytes)
+	/* One unsigned compare: below base wraps to a large offset, and with no
+	   pool bytes is 0. */
+	uintptr_t off = (uintptr_t)ptr - (uintptr_t)p->base;
+	if (off >= p->bytes)
 		return -1;
-	return (int32_t)((size_t)(b - p->base) / p->size);
+	return (int32_t)(off / p->size);
 }
 
 uint32_t proact__pool_pop(struct proact__pool *p)

@@ -442,16 +442,27 @@ static void park(struct proact_watcher *w, struct proact__fd *f, struct proact__
 	proact__req_release(w, r);
 }
 
-/* The request a parked read stands for. */
+/* The request a parked read stands for, field by field as in fill_req
+   (every message to an idle connection comes this way); queue_push sets
+   the links. */
 static void parked_req(struct proact_watcher *w, struct proact__fd *f, struct proact__req *r)
 {
-	*r = (struct proact__req){.f = f,
-	                          .ctx = f->parked_ctx,
-	                          .len = w->pool.size,
-	                          .heap_idx = PROACT__NO_HEAP,
-	                          .fdnum = f->fd,
-	                          .pool = -1,
-	                          .op = PROACT_OP_READ};
+	r->f = f;
+	r->ctx = f->parked_ctx;
+	r->buf = NULL;
+	r->len = w->pool.size;
+	r->done = 0;
+	r->addr = NULL;
+	r->deadline = 0;
+	r->heap_idx = PROACT__NO_HEAP;
+	r->fdnum = f->fd;
+	r->addrlen = 0;
+	r->error = 0;
+	r->pool = -1;
+	r->op = PROACT_OP_READ;
+	r->flags = 0;
+	r->expired = 0;
+	r->holds_pool = 0;
 }
 
 /* Gives a parked read its node back, as it was; false when out of memory. */
@@ -797,25 +808,31 @@ static int validate_timer(const struct proact_request *q)
 	return proact__fdnum(q->fd) == -1 && unused ? 0 : -EINVAL;
 }
 
+/* The fields only WRITEV, the address ops and SENDFILE use are all zero:
+   one test for the reads and writes of every round trip. */
+static bool no_extras(const struct proact_request *q)
+{
+	return ((uintptr_t)q->iov | (unsigned)q->iovcnt | (uintptr_t)q->addr | q->addrlen |
+	        (unsigned)q->file | q->offset) == 0;
+}
+
 /* Checks what needs no lock: the request's own fields. */
 int proact__validate(const struct proact_watcher *w, const struct proact_request *q)
 {
 	(void)w;
-	if (q->reserved[0] || q->reserved[1] || q->reserved[2])
+	if (q->reserved[0] | q->reserved[1] | q->reserved[2])
 		return -EINVAL;
 	switch (q->op) {
 	case PROACT_OP_READ:
-		if (q->flags & ~PROACT_FULL)
+		if ((q->flags & ~PROACT_FULL) || !no_extras(q))
 			return -EINVAL;
-		if (q->buf && (q->len == 0 || q->len > SSIZE_MAX))
+		if (q->buf ? q->len == 0 || q->len > SSIZE_MAX : (q->flags & PROACT_FULL) != 0)
 			return -EINVAL;
-		if (!q->buf && (q->flags & PROACT_FULL))
-			return -EINVAL;
-		break;
+		return proact__fdnum(q->fd) < 0 ? -EBADF : 0;
 	case PROACT_OP_WRITE:
-		if (q->flags || !q->buf || q->len == 0 || q->len > SSIZE_MAX)
+		if (q->flags || !q->buf || q->len == 0 || q->len > SSIZE_MAX || !no_extras(q))
 			return -EINVAL;
-		break;
+		return proact__fdnum(q->fd) < 0 ? -EBADF : 0;
 	case PROACT_OP_WRITEV: {
 		size_t total;
 		if (q->flags)
@@ -980,19 +997,25 @@ void proact__release_held(struct proact_watcher *w)
 	}
 }
 
+/* Every field by name (no zeroing of the whole node first): this runs for
+   each submission. The links and r->f are set when it is queued. */
 static void fill_req(struct proact__req *r, const struct proact_request *q)
 {
-	*r = (struct proact__req){.ctx = q->ctx,
-	                          .buf = q->buf,
-	                          .len = q->len,
-	                          .addr = q->addr,
-	                          .deadline = q->deadline,
-	                          .heap_idx = PROACT__NO_HEAP,
-	                          .fdnum = proact__fdnum(q->fd),
-	                          .addrlen = q->addrlen,
-	                          .pool = -1,
-	                          .op = q->op,
-	                          .flags = (uint8_t)q->flags};
+	r->ctx = q->ctx;
+	r->buf = q->buf;
+	r->len = q->len;
+	r->done = 0;
+	r->addr = q->addr;
+	r->deadline = q->deadline;
+	r->heap_idx = PROACT__NO_HEAP;
+	r->fdnum = proact__fdnum(q->fd);
+	r->addrlen = q->addrlen;
+	r->error = 0;
+	r->pool = -1;
+	r->op = q->op;
+	r->flags = (uint8_t)q->flags;
+	r->expired = 0;
+	r->holds_pool = 0;
 	if (q->op == PROACT_OP_SENDFILE) {
 		r->file = q->file;
 		r->offset = q->offset;

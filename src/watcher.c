@@ -468,11 +468,28 @@ static int64_t poll_timeout(struct proact_watcher *w, uint64_t now, uint64_t end
 	return t;
 }
 
+/* What is due by the clock: deadlines, the pool's trim, paused fds.
+   Returns the time it read. */
+static uint64_t run_due(struct proact_watcher *w)
+{
+	uint64_t now = proact_now();
+	if (w->heap.n)
+		proact__expire(w, now);
+	if (w->pool.trim_at && now >= w->pool.trim_at)
+		proact__pool_trim(w, now);
+	if (w->paused_until && now >= w->paused_until) {
+		proact__resume_paused(w);
+		proact__process_dirty(w);
+	}
+	return now;
+}
+
 /*
  * Runs I/O until a completion is ready, the time is up, or a wakeup. The
  * clock is read only when something depends on it (deadlines, a paused
- * listener, a bounded wait that may block): a busy loop with completions
- * ready and no deadlines never reads it.
+ * listener, a pool to trim, a bounded wait that may block): a busy loop
+ * with completions ready and no deadlines never reads it, and pays one
+ * test for all three.
  */
 static int run(struct proact_watcher *w, int timeout_ms)
 {
@@ -481,15 +498,9 @@ static int run(struct proact_watcher *w, int timeout_ms)
 	for (;;) {
 		if (w->dirty_head)
 			proact__process_dirty(w);
-		uint64_t now = w->heap.n || w->paused_until || w->pool.trim_at ? proact_now() : 0;
-		if (w->heap.n)
-			proact__expire(w, now);
-		if (w->pool.trim_at && now >= w->pool.trim_at)
-			proact__pool_trim(w, now);
-		if (w->paused_until && now >= w->paused_until) {
-			proact__resume_paused(w);
-			proact__process_dirty(w);
-		}
+		uint64_t now = 0;
+		if (w->heap.n | w->paused_until | w->pool.trim_at)
+			now = run_due(w);
 		if (w->closed)
 			return -ESHUTDOWN;
 		int64_t t;

@@ -7,11 +7,12 @@
 #                against it with find_package and pkg-config (scripts/package-test.sh)
 #   make man-check  every public function has its manual page (scripts/man-check.sh)
 #   make abi-check  the ABI against the last release's (scripts/abi-check.sh)
+#   make deb     the Debian packages, into build/deb (scripts/deb.sh)
 #   make clean   remove every build tree
 BUILD_DIR ?= build/release
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build test demo cross package-test man-check abi-check clean
+.PHONY: all build test demo cross package-test man-check abi-check deb clean
 
 all: build
 
@@ -37,6 +38,9 @@ man-check:
 
 abi-check:
 	bash scripts/abi-check.sh
+
+deb:
+	bash scripts/deb.sh
 
 clean:
 	rm -rf build $(BUILD_DIR)

@@ -63,6 +63,8 @@ echo "== other targets: i386, aarch64, s390x (the suite), musl (the echo server 
 # The whole suite on each Linux target, under qemu-user where this kernel
 # cannot run the target's programs (docs/PORTABILITY.md).
 bash scripts/cross.sh --skip-unavailable all
+echo "== Debian packages: dpkg-buildpackage, lintian, hardening-check (scripts/deb.sh) =="
+bash scripts/deb.sh
 echo "== benchmark smoke (bench/run.sh --quick: every scenario once, no thresholds) =="
 # Fails only if a load run fails, which includes any echo that differs from
 # what was sent; the figures go to build/bench-smoke, not bench/results.

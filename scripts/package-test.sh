@@ -5,12 +5,17 @@
 # (proact::proact, proact::proact_static, proact::tls, proact::tls_static)
 # and with pkg-config (proact, proact-tls); then run every build of it. The
 # program (tests/package/consumer.c) moves bytes over a socketpair through a
-# watcher and, with TLS, through a handshake, so a wrong link shows.
+# watcher and, with TLS, through a handshake, so a wrong link shows. Also
+# checks the installed manual pages, and the Release build's hardening with
+# hardening-check (devscripts).
 #
 #   scripts/package-test.sh [BUILD_DIR]     (default build/package-test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/needs.sh
+. scripts/needs.sh
 sh scripts/deps.sh >/dev/null
+needs devscripts
 dir=${1:-build/package-test}
 jobs=$(nproc 2>/dev/null || echo 2)
 rm -rf "$dir"
@@ -24,6 +29,12 @@ cmake -S . -B "$dir/lib" -DCMAKE_BUILD_TYPE=Release -DPROACT_TESTS=OFF -DPROACT_
 	-DCMAKE_INSTALL_PREFIX="$prefix" >"$dir/lib.log"
 cmake --build "$dir/lib" -j"$jobs" >>"$dir/lib.log"
 cmake --install "$dir/lib" >>"$dir/lib.log"
+
+# The hardening of a Release build (CMakeLists.txt): fortified calls, stack
+# protector, full RELRO; control-flow integrity is not asked of it.
+for so in "$prefix"/lib*/libproact*.so; do
+	hardening-check --nocfprotection "$(readlink -f "$so")"
+done
 
 # The manual: every page of man/man3 (the TLS ones with the TLS library).
 pages=$(find man/man3 -name '*.3' | wc -l)

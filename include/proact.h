@@ -332,7 +332,9 @@ PROACT_API int proact_write_deadline(proact_watcher *w, proact_socket fd, const 
  *
  * @file: a regular file open for reading; it stays the program's (it is not
  * registered, not made non-blocking, not closed), and must stay open until
- * the completion is delivered. The completion's buf is NULL.
+ * the completion is delivered. The completion's buf is NULL. On Windows
+ * @file is a C runtime descriptor (_open, _fileno), read by ReadFile at the
+ * offset in pieces of 256 KiB that are then sent: its file position moves.
  *
  * Returns 0 or the errors of proact_write(); -EBADF also for a negative
  * @file; -EINVAL for a @len of 0 or above SSIZE_MAX, or an @offset + @len
@@ -570,7 +572,8 @@ struct proact_stats {
 	                             GetQueuedCompletionStatusEx) */
 	uint64_t io_calls;        /* system calls that moved bytes, accepted or connected
 	                             directly (recv, send, accept, sendfile, ...): every
-	                             one on epoll and kqueue, io_uring's direct sends */
+	                             one on epoll and kqueue, io_uring's direct sends;
+	                             on iocp each overlapped call a request made */
 	uint64_t ring_entries;    /* io_uring: entries put in the submission queue */
 	uint64_t ring_enters;     /* io_uring: io_uring_enter calls that submitted
 	                             entries or waited */

@@ -48,8 +48,33 @@ proact_watcher *t_watcher(const struct proact_options *opts)
    Winsock cannot tell whether a socket blocks: the sockets the tests made
    non-blocking are kept here, for F_GETFL and MSG_DONTWAIT. */
 #define T_WIN_NONBLOCK_MAX 256
+static void t_win_ignore(const wchar_t *expr, const wchar_t *fn, const wchar_t *file, unsigned line,
+                         uintptr_t reserved)
+{
+	(void)expr, (void)fn, (void)file, (void)line, (void)reserved;
+}
+
 static int nonblocking[T_WIN_NONBLOCK_MAX];
 static int n_nonblocking;
+
+int t_win_is_socket(int fd)
+{
+	int type, len = sizeof(type);
+	return getsockopt((SOCKET)fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0;
+}
+
+/* The handle of a C runtime descriptor, without the runtime's report of a
+   bad one (which may end the process): a socket's number is no such
+   descriptor. */
+HANDLE t_win_file_handle(int fd)
+{
+	if (fd < 0 || t_win_is_socket(fd))
+		return INVALID_HANDLE_VALUE;
+	_invalid_parameter_handler old = _set_invalid_parameter_handler(t_win_ignore);
+	HANDLE h = (HANDLE)_get_osfhandle(fd);
+	_set_invalid_parameter_handler(old);
+	return h;
+}
 
 int t_win_nonblocking(int fd)
 {
@@ -84,7 +109,8 @@ int t_win_fcntl(int fd, int cmd, ...)
 	int arg = cmd == F_SETFD || cmd == F_SETFL ? va_arg(ap, int) : 0;
 	va_end(ap);
 	DWORD info;
-	if (!t_fd_open(fd) || !GetHandleInformation((HANDLE)(SOCKET)fd, &info)) {
+	HANDLE h = t_win_is_socket(fd) ? (HANDLE)(SOCKET)fd : t_win_file_handle(fd);
+	if (h == INVALID_HANDLE_VALUE || !GetHandleInformation(h, &info)) {
 		errno = EBADF;
 		return -1;
 	}
@@ -92,7 +118,7 @@ int t_win_fcntl(int fd, int cmd, ...)
 	case F_GETFD:
 		return info & HANDLE_FLAG_INHERIT ? 0 : FD_CLOEXEC;
 	case F_SETFD:
-		return SetHandleInformation((HANDLE)(SOCKET)fd, HANDLE_FLAG_INHERIT,
+		return SetHandleInformation(h, HANDLE_FLAG_INHERIT,
 		                            arg & FD_CLOEXEC ? 0 : HANDLE_FLAG_INHERIT)
 		           ? 0
 		           : -1;
@@ -199,7 +225,11 @@ void t_tcp_pair(int fds[2])
 void t_unix_pair(int fds[2])
 {
 #if defined(_WIN32)
-	t_tcp_pair(fds); /* Windows has no socketpair: a loopback TCP pair */
+	/* Windows has no socketpair: a loopback TCP pair, with buffers near
+	   Linux's AF_UNIX ones, so a large write still waits for its reader. */
+	t_tcp_pair(fds);
+	t_set_bufs(fds[0], 64 * 1024, 64 * 1024);
+	t_set_bufs(fds[1], 64 * 1024, 64 * 1024);
 #elif defined(SOCK_CLOEXEC)
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
 #else
@@ -358,6 +388,71 @@ void t_set_nonblock(int fd, int on)
 #endif
 }
 
+#ifdef _WIN32
+int t_temp_file(const void *data, size_t len)
+{
+	char dir[MAX_PATH], path[MAX_PATH];
+	assert_true(GetTempPathA(sizeof(dir), dir) > 0);
+	assert_true(GetTempFileNameA(dir, "pro", 0, path) != 0);
+	HANDLE h =
+	    CreateFileA(path, GENERIC_READ | GENERIC_WRITE,
+	                FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL, CREATE_ALWAYS,
+	                FILE_ATTRIBUTE_TEMPORARY | FILE_FLAG_DELETE_ON_CLOSE, NULL);
+	assert_true(h != INVALID_HANDLE_VALUE);
+	for (size_t off = 0; off < len;) {
+		DWORD n, want = len - off > (1u << 30) ? 1u << 30 : (DWORD)(len - off);
+		assert_true(WriteFile(h, (const char *)data + off, want, &n, NULL) && n > 0);
+		off += n;
+	}
+	int fd = _open_osfhandle((intptr_t)h, _O_RDWR | _O_BINARY);
+	assert_true(fd >= 0);
+	return fd;
+}
+
+int t_open_dir(void)
+{
+	char dir[MAX_PATH];
+	assert_true(GetTempPathA(sizeof(dir), dir) > 0);
+	HANDLE h = CreateFileA(dir, GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE, NULL,
+	                       OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS, NULL);
+	assert_true(h != INVALID_HANDLE_VALUE);
+	int fd = _open_osfhandle((intptr_t)h, _O_RDONLY);
+	assert_true(fd >= 0);
+	return fd;
+}
+
+int t_file_as_socket(int d)
+{
+	return (int)(intptr_t)t_win_file_handle(d);
+}
+#else
+int t_temp_file(const void *data, size_t len)
+{
+	char path[] = "/tmp/proact-test-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	for (size_t off = 0; off < len;) {
+		ssize_t n = pwrite(fd, (const char *)data + off, len - off, (off_t)off);
+		assert_true(n > 0);
+		off += (size_t)n;
+	}
+	return fd;
+}
+
+int t_open_dir(void)
+{
+	int fd = open("/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	return fd;
+}
+
+int t_file_as_socket(int d)
+{
+	return d;
+}
+#endif
+
 long t_env_long(const char *name, long def)
 {
 	const char *s = getenv(name);
@@ -414,8 +509,7 @@ void t_set_bufs(int fd, int snd, int rcv)
 int t_fd_open(int fd)
 {
 #ifdef _WIN32
-	int type, len = sizeof(type);
-	return getsockopt((SOCKET)fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0;
+	return t_win_is_socket(fd) || t_win_file_handle(fd) != INVALID_HANDLE_VALUE;
 #else
 	return fcntl(fd, F_GETFD) != -1 || errno != EBADF;
 #endif

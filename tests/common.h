@@ -77,6 +77,14 @@ void t_linger_reset(int fd);
 void t_need_reset(void);
 /* Sets or clears O_NONBLOCK on a plain socket of the peer side. */
 void t_set_nonblock(int fd, int on);
+/* A temporary file holding len bytes of data (none if len is 0), open for
+   reading and writing, already unlinked; a directory open for reading.
+   Windows: C runtime descriptors (_open_osfhandle), which close() takes. */
+int t_temp_file(const void *data, size_t len);
+int t_open_dir(void);
+/* What a request names for descriptor d of a file or directory: d itself;
+   Windows: its handle, as a socket is named by its handle there. */
+int t_file_as_socket(int d);
 /* An environment variable as a positive number, or def when unset or bad. */
 long t_env_long(const char *name, long def);
 

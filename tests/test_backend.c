@@ -3,8 +3,8 @@
  * one a default watcher runs on; proact_backend() names a known backend;
  * options.backend overrides the environment; each known name either works
  * or is refused with -ENOSYS (not in this build), and the one under test
- * works; the automatic choice prefers io_uring, then epoll, then kqueue; an
- * unknown name is -EINVAL. Each watcher obtained moves real bytes.
+ * works; the automatic choice prefers io_uring, then epoll, then kqueue, then
+ * iocp; an unknown name is -EINVAL. Each watcher obtained moves real bytes.
  */
 #include "common.h"
 
@@ -49,7 +49,7 @@ static void round_trip(proact_watcher *w)
 static int known_backend(const char *name)
 {
 	return name && (strcmp(name, "epoll") == 0 || strcmp(name, "io_uring") == 0 ||
-	                strcmp(name, "kqueue") == 0);
+	                strcmp(name, "kqueue") == 0 || strcmp(name, "iocp") == 0);
 }
 
 /* A default watcher runs on the backend PROACT_BACKEND names (t_watcher asserts it). */
@@ -121,7 +121,7 @@ static void test_env_variable_selects(void **state)
 static void test_option_names(void **state)
 {
 	(void)state;
-	const char *names[] = {"epoll", "io_uring", "kqueue"};
+	const char *names[] = {"epoll", "io_uring", "kqueue", "iocp"};
 	const char *want = getenv("PROACT_BACKEND");
 	int base = t_fd_count(), found = 0;
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -139,7 +139,7 @@ static void test_option_names(void **state)
 }
 
 /* With neither option nor environment: io_uring if it works, else epoll,
-   else kqueue (a BSD, or a build that stands in for one). */
+   else kqueue (a BSD, or a build that stands in for one), else iocp (Windows). */
 static void test_automatic_choice(void **state)
 {
 	(void)state;
@@ -153,9 +153,9 @@ static void test_automatic_choice(void **state)
 		free(saved);
 	}
 	assert_int_equal(rc, 0);
-	const char *order[] = {"io_uring", "epoll", "kqueue"};
+	const char *order[] = {"io_uring", "epoll", "kqueue", "iocp"};
 	const char *expect = NULL;
-	for (size_t i = 0; i < 3 && !expect; i++) {
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]) && !expect; i++) {
 		proact_watcher *probe = watcher_on(order[i]);
 		if (probe) {
 			expect = order[i];

@@ -107,13 +107,6 @@ static void *reader_main(void *arg)
 	return NULL;
 }
 
-static void set_timeouts(int fd)
-{
-	struct timeval tv = {.tv_sec = 30};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
 #define NBUF  4
 #define UBUF  (64 * 1024)
 #define NREAD 2 /* NULL reads kept pending */
@@ -137,7 +130,7 @@ static void run_echo(int use_pool)
 	t_tcp_pair(fds);
 	int s = fds[0];
 	struct client cl = {.fd = fds[1]};
-	set_timeouts(cl.fd);
+	t_set_timeouts(cl.fd, 30);
 	atomic_store(&cl.recvd, 0);
 
 	uint8_t *bufs = NULL;
@@ -173,7 +166,7 @@ static void run_echo(int use_pool)
 			if (e->op == PROACT_OP_READ) {
 				pending_reads--;
 				st.reads++;
-				if (e->error != 0 || e->fd != s) {
+				if (e->error != 0 || (int)e->fd != s) {
 					st.bad_read++;
 					continue;
 				}

@@ -157,12 +157,8 @@ static int setup(void **state)
 	t_unix_pair(p);
 	f->unreg = p[0];
 	f->unreg_peer = p[1];
-	char path[] = "/tmp/proact-misuse-XXXXXX";
-	f->file = mkstemp(path);
-	assert_true(f->file >= 0);
-	unlink(path);
-	f->dir = open("/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	assert_true(f->dir >= 0);
+	f->file = t_temp_file(NULL, 0);
+	f->dir = t_open_dir();
 	int port;
 	f->lfd = t_listener(&port);
 	f->addr = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -215,9 +211,9 @@ static int pick_fd(const struct fx *f, enum fdsel s)
 	case FD_CLOSED:
 		return FD_SPARE;
 	case FD_FILE:
-		return f->file;
+		return t_file_as_socket(f->file);
 	case FD_DIR:
-		return f->dir;
+		return t_file_as_socket(f->dir);
 	case FD_FREEING:
 		return f->freeing;
 	case FD_LISTEN:
@@ -405,8 +401,7 @@ static void run_rows(struct fx *f, const struct row *rows, size_t n, int check_q
 static void still_works(struct fx *f, int fd, int peer)
 {
 	char in[4];
-	struct timeval tv = {.tv_sec = WAIT_MS / 1000};
-	setsockopt(peer, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	t_set_rcvtimeo(peer, WAIT_MS / 1000);
 	assert_int_equal(proact_read(f->w, fd, in, sizeof(in), in), 0);
 	assert_int_equal(proact_write(f->w, fd, "ping", 4, f), 0);
 	assert_int_equal(t_collect(f->w, f->out, 1, WAIT_MS), 1);
@@ -941,8 +936,7 @@ static void test_iov_reuse_after_completion(void **state)
 	pool_read(f, f->reg, f->reg_peer, "33333333", &p3);
 	/* The peer drains b: W1 must still carry P1's bytes. */
 	char tail[8];
-	struct timeval tv = {.tv_sec = WAIT_MS / 1000};
-	setsockopt(b[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	t_set_rcvtimeo(b[1], WAIT_MS / 1000);
 	for (size_t got = 0; got < FILL;) {
 		ssize_t k = recv(b[1], fill, FILL - got, 0);
 		assert_true(k > 0);

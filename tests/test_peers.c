@@ -30,8 +30,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <sys/wait.h>
 #include <time.h>
+#ifndef _WIN32 /* test_many_dropped's child process */
+#include <sys/wait.h>
+#endif
 #include <unistd.h>
 
 /* The reset test counts the bytes the kernel took with Linux's TCP_INFO
@@ -376,18 +378,18 @@ struct slow_state {
 /* Serves the echo connection and watches the two slow reads. */
 static void slow_step(struct slow_state *st, const struct proact_completion *c)
 {
-	if (c->fd == st->b && c->op == PROACT_OP_READ) {
+	if ((int)c->fd == st->b && c->op == PROACT_OP_READ) {
 		assert_int_equal(c->error, 0);
 		if (c->size == 0)
 			return; /* the pinger closed */
 		assert_int_equal(proact_write(st->w, st->b, c->buf, c->size, NULL), 0);
 		assert_int_equal(proact_read(st->w, st->b, NULL, 0, NULL), 0);
-	} else if (c->fd == st->b) {
+	} else if ((int)c->fd == st->b) {
 		assert_int_equal(c->error, 0);
-	} else if (c->fd == st->a1) {
+	} else if ((int)c->fd == st->a1) {
 		st->a1_c = *c;
 		st->a1_done++;
-	} else if (c->fd == st->a2) {
+	} else if ((int)c->fd == st->a2) {
 		st->a2_c = *c;
 		st->a2_done++;
 		st->a2_at = proact_now();
@@ -554,6 +556,7 @@ static void test_never_reads(void **state)
 
 enum { MANY = 19000 };
 
+#ifndef _WIN32
 /* The child: connect MANY times, report, wait for the word, then drop all. */
 static void many_child(int port, int ready_fd, int go_fd)
 {
@@ -616,9 +619,14 @@ static void check_drop_completions(const struct proact_completion *c, int n, int
 	assert_int_equal(reset, MANY / 2);
 }
 
+#endif
+
 static void test_many_dropped(void **state)
 {
 	(void)state;
+#ifdef _WIN32
+	skip(); /* it needs a second process (fork) that drops every connection at once */
+#else
 	int port, ready[2], go[2];
 	int lfd = t_listener(&port);
 	t_set_nonblock(lfd, 1);
@@ -671,6 +679,7 @@ static void test_many_dropped(void **state)
 	free(fds);
 	free(seen);
 	free(c);
+#endif
 }
 
 int main(void)

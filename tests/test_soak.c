@@ -2,7 +2,8 @@
  * Checks, for a bounded time, that nothing is lost or leaked under a mixed
  * load (DESIGN rules 2-7 and 12 together): a proact echo server in this
  * process serves clients in a child process (plain non-blocking sockets, not
- * the code under test) over 1,000+ connections. Each connection carries a
+ * the code under test; a thread on Windows, which has no fork) over 1,000+
+ * connections. Each connection carries a
  * seeded pseudo-random stream (its first 4 bytes name the connection); the
  * server mixes pool reads, user-buffer reads and FULL reads, answers with
  * writes and writevs, puts random deadlines on reads and writes, and frees
@@ -28,13 +29,16 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
+#ifndef _WIN32
+#include <sys/mman.h>
+#include <sys/wait.h>
+#endif
 
 #define DEFAULT_SECONDS 5
 #define DRAIN_MS        30000 /* after the load: every connection must end by then */
@@ -98,13 +102,29 @@ struct shared {
 static struct shared *shared_map(size_t *bytes)
 {
 	*bytes = sizeof(struct shared) + (size_t)MAX_RECS * sizeof(struct rec);
+#ifdef _WIN32 /* the client is a thread: the heap is shared already */
+	void *m = calloc(1, *bytes);
+	assert_non_null(m);
+#else
 	void *m = mmap(NULL, *bytes, PROT_READ | PROT_WRITE,
 	               MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	assert_true(m != MAP_FAILED);
+#endif
 	return m;
 }
 
-static uint64_t rnd_state = 0x2545F4914F6CDD1Dull;
+static void shared_unmap(struct shared *sh, size_t bytes)
+{
+#ifdef _WIN32
+	(void)bytes;
+	free(sh);
+#else
+	munmap(sh, bytes);
+#endif
+}
+
+/* Per thread: the client's own stream where it is a thread of this process. */
+static _Thread_local uint64_t rnd_state = 0x2545F4914F6CDD1Dull;
 
 static uint32_t rnd(void)
 {
@@ -204,8 +224,9 @@ static void client_step(struct shared *sh, struct cconn *cs, struct pollfd *p, i
 	}
 }
 
-/* Runs connections for `seconds`, then lets the open ones end; exits. */
-static void client_main(struct shared *sh, int port, long seconds)
+/* Runs connections for `seconds`, then lets the open ones end; returns
+   the client's exit status. */
+static int client_main(struct shared *sh, int port, long seconds)
 {
 	static struct cconn cs[CLIENTS];
 	static struct pollfd p[CLIENTS];
@@ -226,7 +247,7 @@ static void client_main(struct shared *sh, int port, long seconds)
 		for (int i = 0; i < CLIENTS; i++) {
 			if (cs[i].fd < 0 && want && now < hard &&
 			    client_open(sh, &cs[i], port) != 0)
-				_exit(3);
+				return 3;
 			p[i].fd = cs[i].fd;
 			p[i].events = (short)(POLLIN | (cs[i].sent < cs[i].total ? POLLOUT : 0));
 			p[i].revents = 0;
@@ -240,8 +261,85 @@ static void client_main(struct shared *sh, int port, long seconds)
 	for (int i = 0; i < CLIENTS; i++)
 		if (cs[i].fd >= 0)
 			client_finish(sh, &cs[i], C_STUCK);
-	_exit(0);
+	return 0;
 }
+
+/* The client: a child process, or on Windows a thread. */
+struct client {
+	struct shared *sh;
+	int port;
+	long seconds;
+#ifdef _WIN32
+	t_thread *th;
+	atomic_int status; /* -1 while it runs */
+#else
+	pid_t pid;
+#endif
+};
+
+#ifdef _WIN32
+static void *client_thread(void *arg)
+{
+	struct client *cl = arg;
+	atomic_store(&cl->status, client_main(cl->sh, cl->port, cl->seconds));
+	return NULL;
+}
+
+static void client_start(struct client *cl, int lfd)
+{
+	(void)lfd;
+	atomic_store(&cl->status, -1);
+	cl->th = t_thread_start(client_thread, cl);
+}
+
+/* Its exit status once it ended, else -1. */
+static int client_status(struct client *cl)
+{
+	int status = atomic_load(&cl->status);
+	if (status >= 0 && cl->th) {
+		assert_int_equal(t_thread_join_within(cl->th, 10), 0);
+		cl->th = NULL;
+	}
+	return status;
+}
+
+/* It did not end in time: a thread cannot be killed, so the test fails here. */
+static int client_stop(struct client *cl)
+{
+	(void)cl;
+	fail_msg("soak: the client thread did not end");
+	return -1;
+}
+#else
+static void client_start(struct client *cl, int lfd)
+{
+	cl->pid = fork();
+	assert_true(cl->pid >= 0);
+	if (cl->pid == 0) {
+		close(lfd);
+		_exit(client_main(cl->sh, cl->port, cl->seconds));
+	}
+}
+
+static int exit_code(int status)
+{
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static int client_status(struct client *cl)
+{
+	int status;
+	return waitpid(cl->pid, &status, WNOHANG) == cl->pid ? exit_code(status) : -1;
+}
+
+static int client_stop(struct client *cl)
+{
+	int status;
+	kill(cl->pid, SIGKILL); /* the status then says it was killed */
+	waitpid(cl->pid, &status, 0);
+	return exit_code(status);
+}
+#endif
 
 /* ---- the server ---------------------------------------------------------- */
 
@@ -579,11 +677,11 @@ static void dispatch(struct server *s, const struct proact_completion *c)
 		return;
 	}
 	struct slot *sl = &s->slots[v >> 24];
-	if (k == K_FREE && c->fd == s->lfd) {
+	if (k == K_FREE && (int)c->fd == s->lfd) {
 		s->lfd = -1;
 		return;
 	}
-	if (!sl->active || CTX_GEN(sl->gen) != (v >> 8 & 0xffffu) || c->fd != sl->fd) {
+	if (!sl->active || CTX_GEN(sl->gen) != (v >> 8 & 0xffffu) || (int)c->fd != sl->fd) {
 		s->st.stale++;
 		return;
 	}
@@ -616,7 +714,7 @@ static void sample_rss(struct server *s)
 }
 
 /* Serves until the child is gone and every connection was freed. */
-static int serve(struct server *s, pid_t child, long seconds)
+static int serve(struct server *s, struct client *child, long seconds)
 {
 	static struct proact_completion c[256];
 	uint64_t t0 = proact_now(), load_end = t0 + (uint64_t)seconds * 1000000000u;
@@ -637,8 +735,8 @@ static int serve(struct server *s, pid_t child, long seconds)
 			sample_rss(s);
 			next = now + every;
 		}
-		if (status < 0 && waitpid(child, &status, WNOHANG) != child)
-			status = -1;
+		if (status < 0)
+			status = client_status(child);
 		if (status >= 0 && s->accepting && !s->nactive) {
 			s->accepting = 0; /* the client is gone: close the listener */
 			assert_int_equal(proact_free(s->w, s->lfd, ctx_of(s, NULL, K_FREE, 0)), 0);
@@ -646,8 +744,7 @@ static int serve(struct server *s, pid_t child, long seconds)
 	}
 	if (status < 0) {
 		print_message("soak: the client or the server did not finish in time\n");
-		kill(child, SIGKILL); /* the status then says it was killed */
-		waitpid(child, &status, 0);
+		status = client_stop(child);
 	}
 	return status;
 }
@@ -748,12 +845,9 @@ static void test_soak(void **state)
 	s->sh = shared_map(&map_bytes);
 	int port;
 	s->lfd = t_listener(&port);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		close(s->lfd);
-		client_main(s->sh, port, seconds);
-	}
+	static struct client cl;
+	cl = (struct client){.sh = s->sh, .port = port, .seconds = seconds};
+	client_start(&cl, s->lfd);
 	/* Everything of the test's own is allocated and touched up front. */
 	s->slots = malloc(SLOTS * sizeof(*s->slots));
 	assert_non_null(s->slots);
@@ -765,13 +859,12 @@ static void test_soak(void **state)
 	struct proact_options o = {.pool_buffer_count = 64};
 	s->w = t_watcher(&o);
 	s->accepting = 1;
-	int status = serve(s, pid, seconds);
+	int status = serve(s, &cl, seconds);
 	proact_watcher_destroy(s->w);
 	free(s->slots);
 	int fd1 = t_fd_count();
 
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(status, 0);
 	assert_int_equal(s->nactive, 0);
 	assert_int_equal(s->st.unexpected, 0);
 	assert_int_equal(s->st.stale, 0);
@@ -782,7 +875,7 @@ static void test_soak(void **state)
 	check_rss(s);
 	summary(s, &t, seconds, fd0, fd1);
 	assert_int_equal(fd1, fd0);
-	munmap(s->sh, map_bytes);
+	shared_unmap(s->sh, map_bytes);
 }
 
 int main(void)

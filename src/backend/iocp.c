@@ -16,8 +16,11 @@
  * the port before its socket is closed (rule 7). Other threads wake the
  * waiter with PostQueuedCompletionStatus.
  *
- * Not here: datagrams (RECVFROM, SENDTO) and file sends, which submissions
- * refuse with -ENOTSUP.
+ * Datagrams are WSARecvFrom and WSASendTo; a zero-byte receive on a
+ * datagram socket peeks (MSG_PEEK), as one without would take the datagram.
+ * A file send reads a piece of the file (a C runtime descriptor) at its
+ * offset into a buffer of the fd, then sends it overlapped: the bytes pass
+ * through user space (TransmitFile was not taken: see docs/PORTABILITY.md).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -25,6 +28,7 @@
 
 #include "../internal.h"
 
+#include <io.h>
 #include <mswsock.h>
 
 #define KEY_SOCKET 0
@@ -36,6 +40,7 @@
 #define ADDR_ROOM   (sizeof(struct sockaddr_storage) + 16) /* what AcceptEx asks for */
 #define QUIESCE_MS  20
 #define QUIESCE_TRY 100
+#define FILE_PIECE  (256u << 10) /* a file send's piece: read, then sent */
 
 struct iocp_op {
 	OVERLAPPED ov;
@@ -51,6 +56,8 @@ struct iocp_fd {
 	char *accept_buf; /* ACCEPT: the addresses AcceptEx writes */
 	WSABUF *segs;     /* WRITEV: the segments of the send in flight */
 	uint32_t nsegs;   /* room at segs */
+	char *piece;      /* SENDFILE: the piece of the file in flight */
+	INT fromlen;      /* RECVFROM: the room at addr, then the address's length */
 };
 
 struct iocp_state {
@@ -113,6 +120,7 @@ static void extra_free(struct iocp_fd *x)
 		closesocket(x->accepted);
 	free(x->accept_buf);
 	free(x->segs);
+	free(x->piece);
 	free(x);
 }
 
@@ -213,15 +221,59 @@ static ssize_t posted(struct iocp_state *s, struct iocp_fd *x, bool ok, ssize_t 
 	return op_failed(s, x, proact__win_errno((DWORD)err));
 }
 
+/* A receive into buf, or a zero-byte one that completes when data is there
+   (on a datagram socket it peeks: without, it would take the datagram). */
 static ssize_t recv_post(struct iocp_state *s, struct proact__fd *f, void *buf, size_t len,
                          bool zero)
 {
 	struct iocp_fd *x = extra(s, f->fd);
 	struct iocp_op *op = op_start(s, x, PROACT__RD, zero);
 	WSABUF b = {.len = (ULONG)(len > MAX_CHUNK ? MAX_CHUNK : len), .buf = buf};
-	DWORD flags = 0;
+	bool peek = zero && !(f->flags & PROACT__F_STREAM);
+	DWORD flags = peek ? MSG_PEEK : 0;
 	int rc = WSARecv(sock_of(f), &b, 1, NULL, &flags, &op->ov, NULL);
+	if (rc != 0 && peek && WSAGetLastError() == WSAEMSGSIZE) {
+		/* The peek found a datagram at once, which Winsock reports as an
+		   error: no completion comes, so it is posted here. */
+		PostQueuedCompletionStatus(s->port, 0, KEY_SOCKET, &op->ov);
+		return PROACT__ARMED;
+	}
 	return posted(s, x, rc == 0, zero ? PROACT__ARMED : PROACT__INFLIGHT);
+}
+
+/* One datagram into the request's buffer, with its sender's address. */
+static ssize_t recvfrom_post(struct iocp_state *s, struct proact__fd *f, struct proact__req *r)
+{
+	struct iocp_fd *x = extra(s, f->fd);
+	struct iocp_op *op = op_start(s, x, PROACT__RD, false);
+	WSABUF b = {.len = (ULONG)(r->len > MAX_CHUNK ? MAX_CHUNK : r->len), .buf = r->buf};
+	DWORD flags = 0;
+	x->fromlen = (INT)r->addrlen;
+	int rc = WSARecvFrom(sock_of(f), &b, 1, NULL, &flags, r->addr, r->addr ? &x->fromlen : NULL,
+	                     &op->ov, NULL);
+	if (rc != 0 && WSAGetLastError() == WSAEMSGSIZE) { /* cut at once: no completion comes */
+		op_failed(s, x, 0);
+		if (r->addr)
+			r->addrlen = (socklen_t)x->fromlen;
+		return (ssize_t)r->len + 1;
+	}
+	return posted(s, x, rc == 0, PROACT__INFLIGHT);
+}
+
+/* A non-blocking receive into a pool buffer: bytes, or SOCKET_ERROR. A
+   datagram longer than len counts one more than len (the core's sign of
+   a cut datagram; its length is not known here). */
+static int recv_now(struct proact__fd *f, struct proact__req *r, char *p, int len)
+{
+	if (r->op != PROACT_OP_RECVFROM)
+		return recv(sock_of(f), p, len, 0);
+	int alen = (int)r->addrlen;
+	int n = recvfrom(sock_of(f), p, len, 0, r->addr, r->addr ? &alen : NULL);
+	if (n == SOCKET_ERROR && WSAGetLastError() == WSAEMSGSIZE)
+		n = len + 1;
+	if (n >= 0 && r->addr)
+		r->addrlen = (socklen_t)alen;
+	return n;
 }
 
 /* A pool read: data is there (the zero-byte receive said so), or it waits. */
@@ -234,8 +286,8 @@ static ssize_t pool_read(struct proact_watcher *w, struct proact__fd *f, struct 
 	if (idx < 0)
 		return PROACT__NOPOOL;
 	int len = r->len > MAX_CHUNK ? (int)MAX_CHUNK : (int)r->len;
-	int n = recv(sock_of(f), p, len, 0);
-	if (n > 0) {
+	int n = recv_now(f, r, p, len);
+	if (n > 0 || (n == 0 && r->op == PROACT_OP_RECVFROM)) { /* an empty datagram is one */
 		r->buf = p;
 		r->pool = idx;
 		if (n < len && (f->flags & PROACT__F_STREAM))
@@ -306,6 +358,51 @@ static ssize_t send_post(struct iocp_state *s, struct proact__fd *f, struct proa
 	return posted(s, x, rc == 0, PROACT__INFLIGHT);
 }
 
+static ssize_t sendto_post(struct iocp_state *s, struct proact__fd *f, struct proact__req *r)
+{
+	struct iocp_fd *x = extra(s, f->fd);
+	WSABUF b = {.len = (ULONG)r->len, .buf = r->buf};
+	struct iocp_op *op = op_start(s, x, PROACT__WR, false);
+	int rc = WSASendTo(sock_of(f), &b, 1, NULL, 0, r->addr, r->addr ? (int)r->addrlen : 0,
+	                   &op->ov, NULL);
+	return posted(s, x, rc == 0, PROACT__INFLIGHT);
+}
+
+/* Reads up to len bytes of the file at off, as pread does (the handle's
+   own position moves, which Windows' positioned read does not spare). */
+static ssize_t file_read(int file, uint64_t off, char *p, DWORD len)
+{
+	HANDLE h = (HANDLE)_get_osfhandle(file);
+	if (h == INVALID_HANDLE_VALUE)
+		return -EBADF;
+	OVERLAPPED at = {.Offset = (DWORD)off, .OffsetHigh = (DWORD)(off >> 32)};
+	DWORD got = 0;
+	if (!ReadFile(h, p, len, &got, &at)) {
+		DWORD err = GetLastError();
+		if (err == ERROR_HANDLE_EOF)
+			return 0;
+		return err == ERROR_INVALID_HANDLE ? -EBADF : -proact__win_errno(err);
+	}
+	return got;
+}
+
+/* The next piece of a file's range: read into the fd's buffer, then sent. */
+static ssize_t sendfile_post(struct iocp_state *s, struct proact__fd *f, struct proact__req *r)
+{
+	struct iocp_fd *x = extra(s, f->fd);
+	if (!x->piece && !(x->piece = malloc(FILE_PIECE)))
+		return -ENOMEM;
+	size_t left = r->len - r->done;
+	ssize_t n = file_read(r->file, r->offset + r->done, x->piece,
+	                      left < FILE_PIECE ? (DWORD)left : FILE_PIECE);
+	if (n <= 0)
+		return n == 0 ? -ENODATA : n; /* the file ended before the range */
+	WSABUF b = {.len = (ULONG)n, .buf = x->piece};
+	struct iocp_op *op = op_start(s, x, PROACT__WR, false);
+	int rc = WSASend(sock_of(f), &b, 1, NULL, 0, &op->ov, NULL);
+	return posted(s, x, rc == 0, PROACT__INFLIGHT);
+}
+
 static void *extension(SOCKET sock, GUID guid)
 {
 	void *fn = NULL;
@@ -325,6 +422,12 @@ static ssize_t accept_post(struct iocp_state *s, struct proact__fd *f)
 		return last_err();
 	if (getsockname(sock_of(f), (struct sockaddr *)&me, &len) != 0)
 		return last_err();
+	BOOL listening = FALSE;
+	int optlen = sizeof(listening);
+	if (getsockopt(sock_of(f), SOL_SOCKET, SO_ACCEPTCONN, (char *)&listening, &optlen) != 0)
+		return last_err();
+	if (!listening)
+		return -EINVAL; /* as accept(2) says it (AcceptEx may never complete) */
 	if (!x->accept_buf && !(x->accept_buf = malloc(2 * ADDR_ROOM)))
 		return -ENOMEM;
 	x->accepted = WSASocketW(me.ss_family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
@@ -374,11 +477,18 @@ static ssize_t iocp_io(struct proact_watcher *w, struct proact__fd *f, int dir,
                        struct proact__req *r)
 {
 	struct iocp_state *s = state(w);
+	w->stats.io_calls++; /* an overlapped call, or a receive into a pool buffer */
 	switch (r->op) {
 	case PROACT_OP_READ:
 		if (!r->buf)
 			return pool_read(w, f, r);
 		return recv_post(s, f, (char *)r->buf + r->done, r->len - r->done, false);
+	case PROACT_OP_RECVFROM:
+		return r->buf ? recvfrom_post(s, f, r) : pool_read(w, f, r);
+	case PROACT_OP_SENDTO:
+		return sendto_post(s, f, r);
+	case PROACT_OP_SENDFILE:
+		return sendfile_post(s, f, r);
 	case PROACT_OP_ACCEPT:
 		return accept_post(s, f);
 	case PROACT_OP_CONNECT:
@@ -443,9 +553,15 @@ static ssize_t op_result(struct proact__fd *f, struct iocp_fd *x, struct iocp_op
 			return accepted(f, x, r);
 		closesocket(x->accepted);
 		x->accepted = INVALID_SOCKET;
+		return -err; /* asked back too: no socket came of it */
 	} else if (r && r->op == PROACT_OP_CONNECT && !err) {
 		if (setsockopt(sock_of(f), SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, NULL, 0) != 0)
 			err = proact__win_errno((DWORD)WSAGetLastError());
+	} else if (r && r->op == PROACT_OP_RECVFROM && !op->zero) {
+		if (err == EMSGSIZE) /* cut: one more than the room says so to the core */
+			return (ssize_t)r->len + 1;
+		if (!err && r->addr)
+			r->addrlen = (socklen_t)x->fromlen;
 	}
 	if (err == ECANCELED) /* asked back: what it moved still counts */
 		return (ssize_t)bytes;
@@ -528,6 +644,7 @@ static int iocp_poll(struct proact_watcher *w, int64_t timeout_ns)
 	ULONG n = 0;
 	DWORD ms = timeout_ns < 0 ? INFINITE : (DWORD)((timeout_ns + 999999) / 1000000);
 	BOOL ok;
+	w->stats.kernel_waits++;
 	if (ms == 0) {
 		ok = GetQueuedCompletionStatusEx(s->port, e, BATCH, &n, 0, FALSE);
 	} else {
@@ -578,7 +695,6 @@ static void iocp_quiesce(struct proact_watcher *w)
 
 const struct proact__backend proact__backend_iocp = {
     .name = "iocp",
-    .unsupported = 1u << PROACT_OP_RECVFROM | 1u << PROACT_OP_SENDTO | 1u << PROACT_OP_SENDFILE,
     .init = iocp_init,
     .destroy = iocp_destroy,
     .fd_add = iocp_fd_add,

@@ -76,10 +76,17 @@ static int sock_type(int fd, int *type)
 	return getsockopt(proact__sock(fd), SOL_SOCKET, SO_TYPE, (char *)type, &len);
 }
 
+/* A file's or pipe's handle is open too: registration then refuses it with
+   -ENOTSUP, as POSIX does a regular file (an event's handle is no fd). */
+static bool file_handle(int fd)
+{
+	return GetFileType((HANDLE)proact__sock(fd)) != FILE_TYPE_UNKNOWN;
+}
+
 int proact__os_fd_check(int fd)
 {
 	int type;
-	return sock_type(fd, &type) == 0 ? 0 : -1;
+	return sock_type(fd, &type) == 0 || file_handle(fd) ? 0 : -1;
 }
 
 int proact__os_close(int fd)
@@ -96,8 +103,8 @@ int proact__win_fd_prepare(struct proact__fd *f, int fd)
 {
 	int type;
 	u_long one = 1;
-	if (sock_type(fd, &type) != 0)
-		return -EBADF; /* only sockets: Windows' files and pipes are not watched */
+	if (sock_type(fd, &type) != 0) /* only sockets: Windows' files and pipes are not watched */
+		return file_handle(fd) ? -ENOTSUP : -EBADF;
 	if (ioctlsocket(proact__sock(fd), FIONBIO, &one) != 0)
 		return -proact__win_errno(WSAGetLastError());
 	uint16_t flags = PROACT__F_SOCKET | (type == SOCK_STREAM ? PROACT__F_STREAM : 0);

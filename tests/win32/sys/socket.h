@@ -2,7 +2,8 @@
  * The POSIX socket names the test programs use, over Winsock, so that one
  * suite runs on every platform (Windows builds of the tests only). Sockets
  * are closed, read and written with close, read and write there; here
- * those go to Winsock, as the tests use them on sockets alone.
+ * those go to Winsock, as the tests read and write sockets alone (close
+ * also takes the C runtime's descriptors of tests/common.c's files).
  */
 #ifndef PROACT_TEST_WIN32_SOCKET_H
 #define PROACT_TEST_WIN32_SOCKET_H
@@ -15,10 +16,12 @@
 #include <unistd.h>
 
 /* Names the Windows headers define as macros (rpcndr.h, minwindef.h),
-   which the tests use as variable names. */
+   which the tests use as names. */
 #undef small
 #undef near
 #undef far
+#undef IN
+#undef OUT
 
 /* The library takes it as 1024 where the system names none (src/internal.h). */
 #define IOV_MAX      1024
@@ -41,6 +44,10 @@
 int proact__win_errno(unsigned long err);
 int t_win_nonblocking(int fd);
 void t_win_forget(int fd);
+/* Whether fd is a socket; the handle of C runtime descriptor fd, or
+   INVALID_HANDLE_VALUE (tests/common.c). */
+int t_win_is_socket(int fd);
+HANDLE t_win_file_handle(int fd);
 
 /* A call's result as POSIX gives it: -1 with errno set on failure. */
 static inline int t_win_result(int n)
@@ -101,12 +108,28 @@ static inline int t_win_send(int fd, const void *buf, size_t len, int flags)
 	return done > 0 || len == 0 ? done : t_win_result(SOCKET_ERROR);
 }
 
+/* A socket, or a C runtime descriptor of a file (tests/common.c's). */
 static inline int t_win_close(int fd)
 {
+	if (t_win_file_handle(fd) != INVALID_HANDLE_VALUE)
+		return _close(fd);
 	t_win_forget(fd);
 	return t_win_result(closesocket((SOCKET)fd));
 }
 
+/* A non-blocking connect under way is EINPROGRESS, as POSIX says it. */
+static inline int t_win_connect(int fd, const struct sockaddr *a, int len)
+{
+	if (connect((SOCKET)fd, a, len) == 0)
+		return 0;
+	int err = WSAGetLastError();
+	if (err != WSAEWOULDBLOCK)
+		return t_win_result(SOCKET_ERROR);
+	errno = EINPROGRESS;
+	return -1;
+}
+
+#define connect(fd, a, n) t_win_connect((int)(fd), a, (int)(n))
 #define send(fd, b, n, f) t_win_send((int)(fd), b, n, f)
 #define recv(fd, b, n, f) t_win_recv((int)(fd), b, n, f)
 #define close(fd)         t_win_close((int)(fd))

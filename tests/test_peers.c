@@ -554,16 +554,29 @@ static void test_never_reads(void **state)
 
 /* ---- 19,000 connections dropped at once -------------------------------- */
 
-enum { MANY = 19000 };
+/* STEP connections at a time: the child waits for the parent to accept
+   each step, so the listener's queue (4,096) never overflows on a slow or
+   loaded machine (a dropped handshake retries after 1, 3, 7... seconds). */
+enum { MANY = 19000, STEP = 1000 };
 
 #ifndef _WIN32
-/* The child: connect MANY times, report, wait for the word, then drop all. */
+static bool wait_word(int fd)
+{
+	char x;
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return poll(&p, 1, 60000) == 1 && read(fd, &x, 1) == 1;
+}
+
+/* The child: connect MANY times (a step at a time, each taken by the
+   parent before the next), report, wait for the word, then drop all. */
 static void many_child(int port, int ready_fd, int go_fd)
 {
 	static int fds[MANY];
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	for (int i = 0; i < MANY; i++) {
+		if (i > 0 && i % STEP == 0 && !wait_word(go_fd))
+			_exit(4);
 		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
 		if (fds[i] < 0 || connect(fds[i], (struct sockaddr *)&a, sizeof(a)) != 0)
 			_exit(3); /* no cmocka in the child: the parent sees the status */
@@ -575,13 +588,13 @@ static void many_child(int port, int ready_fd, int go_fd)
 	char x = 'r';
 	if (write(ready_fd, &x, 1) != 1)
 		_exit(2);
-	struct pollfd p = {.fd = go_fd, .events = POLLIN};
-	poll(&p, 1, 60000);
+	wait_word(go_fd);
 	_exit(0); /* the kernel closes all MANY sockets at once */
 }
 
-/* Accepts MANY connections, each with a pool read pending. */
-static int accept_many(proact_watcher *w, int lfd, int *fds)
+/* Accepts MANY connections, each with a pool read pending, and lets the
+   child go on after each step. */
+static int accept_many(proact_watcher *w, int lfd, int *fds, int go_fd)
 {
 	int n = 0;
 	struct proact_completion c[16];
@@ -593,6 +606,8 @@ static int accept_many(proact_watcher *w, int lfd, int *fds)
 		while (n < MANY && (fd = t_accept(lfd)) >= 0) {
 			assert_int_equal(proact_read(w, fd, NULL, 0, (void *)(intptr_t)n), 0);
 			fds[n++] = fd;
+			if (n % STEP == 0 && n < MANY)
+				assert_int_equal(write(go_fd, "s", 1), 1);
 		}
 		assert_int_equal(proact_wait(w, c, 16, 0), 0); /* nothing may complete yet */
 	}
@@ -646,7 +661,7 @@ static void test_many_dropped(void **state)
 	struct proact_completion *c = malloc(MANY * sizeof(*c));
 	assert_true(fds && seen && c);
 
-	int n = accept_many(w, lfd, fds);
+	int n = accept_many(w, lfd, fds, go[1]);
 	char x;
 	struct pollfd p = {.fd = ready[0], .events = POLLIN};
 	int child_ready = n == MANY && poll(&p, 1, WAIT_MS) == 1 && read(ready[0], &x, 1) == 1;

@@ -34,6 +34,15 @@ enum { PROACT__RD = 0, PROACT__WR = 1 };
 #define IOV_MAX 1024
 #endif
 
+/* Kept out of line: a path off the round trip whose locals live in memory
+   (a msghdr, a struct stat) would otherwise, once inlined, give its hot
+   caller the stack protector's check on every call. */
+#if defined(__GNUC__) || defined(__clang__)
+#define PROACT__NOINLINE __attribute__((noinline))
+#else
+#define PROACT__NOINLINE
+#endif
+
 /* Results of backend io() besides a byte count or a negative errno. */
 #define PROACT__WAIT     (-100000) /* not ready: the backend reports readiness later */
 #define PROACT__INFLIGHT (-100001) /* in the kernel: the result comes via proact__io_done */
@@ -358,10 +367,14 @@ int proact__deliver(struct proact_watcher *w, struct proact_completion *out, int
 void proact__done_push(struct proact_watcher *w, struct proact__req *r);
 void proact__drop_all(struct proact_watcher *w);
 
-/* send.c: sends what is left of WRITE, WRITEV or SENDTO head r without
-   blocking; *asked is what it tried. Bytes sent, or -1 and errno (not EINTR). */
+/* send.c: sends what is left of WRITE, WRITEV, SENDFILE or SENDTO head r
+   without blocking (EINTR retried), and says what it tried. */
 #define PROACT__IOV_SLICE 1024 /* sendmsg takes at most IOV_MAX segments */
-ssize_t proact__send_head(const struct proact__fd *f, const struct proact__req *r, size_t *asked);
+struct proact__sent {
+	ssize_t n;    /* bytes sent, or -1 and errno */
+	size_t asked; /* what it tried: less sent means the socket is full */
+};
+struct proact__sent proact__send_head(const struct proact__fd *f, const struct proact__req *r);
 
 /* pool.c */
 int proact__pool_init(struct proact__pool *p, uint32_t count, uint32_t size);

@@ -19,20 +19,25 @@
 /* A datagram receive reports its sender; one that did not fit reports one
    byte more than the room (msg_flags says so on every platform), so that the
    core completes it with EMSGSIZE. */
+static PROACT__NOINLINE ssize_t recv_datagram(const struct proact__fd *f, struct proact__req *r,
+                                              void *buf, size_t len)
+{
+	struct iovec iov = {.iov_base = buf, .iov_len = len};
+	struct msghdr m = {.msg_name = r->addr,
+	                   .msg_namelen = r->addr ? r->addrlen : 0,
+	                   .msg_iov = &iov,
+	                   .msg_iovlen = 1};
+	ssize_t n = recvmsg(f->fd, &m, 0);
+	if (n < 0)
+		return n;
+	r->addrlen = m.msg_namelen;
+	return (m.msg_flags & MSG_TRUNC) ? (ssize_t)len + 1 : n;
+}
+
 static ssize_t sys_read(const struct proact__fd *f, struct proact__req *r, void *buf, size_t len)
 {
-	if (r->op == PROACT_OP_RECVFROM) {
-		struct iovec iov = {.iov_base = buf, .iov_len = len};
-		struct msghdr m = {.msg_name = r->addr,
-		                   .msg_namelen = r->addr ? r->addrlen : 0,
-		                   .msg_iov = &iov,
-		                   .msg_iovlen = 1};
-		ssize_t n = recvmsg(f->fd, &m, 0);
-		if (n < 0)
-			return n;
-		r->addrlen = m.msg_namelen;
-		return (m.msg_flags & MSG_TRUNC) ? (ssize_t)len + 1 : n;
-	}
+	if (r->op == PROACT_OP_RECVFROM)
+		return recv_datagram(f, r, buf, len);
 	if (f->flags & PROACT__F_SOCKET)
 		return recv(f->fd, buf, len, 0);
 	return read(f->fd, buf, len);
@@ -88,7 +93,7 @@ static int accept_nb(int lfd, struct sockaddr *addr, socklen_t *len)
 #endif
 }
 
-static ssize_t do_accept(struct proact__fd *f, struct proact__req *r)
+static PROACT__NOINLINE ssize_t do_accept(struct proact__fd *f, struct proact__req *r)
 {
 	for (;;) {
 		socklen_t len = r->addrlen;
@@ -107,7 +112,7 @@ static ssize_t do_accept(struct proact__fd *f, struct proact__req *r)
 }
 
 /* Starts a connect; later calls learn whether it finished (the socket became writable). */
-static ssize_t do_connect(struct proact__fd *f, struct proact__req *r)
+static PROACT__NOINLINE ssize_t do_connect(struct proact__fd *f, struct proact__req *r)
 {
 	if (!(r->flags & PROACT__R_STARTED)) {
 		r->flags |= PROACT__R_STARTED;
@@ -149,7 +154,9 @@ ssize_t proact__ready_io(struct proact_watcher *w, struct proact__fd *f, int dir
 	ssize_t n;
 	size_t asked;
 	if (dir == PROACT__WR) {
-		n = proact__send_head(f, r, &asked);
+		struct proact__sent s = proact__send_head(f, r);
+		n = s.n;
+		asked = s.asked;
 	} else {
 		do
 			n = do_read(w, f, r, &asked);

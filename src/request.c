@@ -115,7 +115,7 @@ static int fd_open_flags(int fd)
 _Static_assert(sizeof(ino_t) >= 8, "fstat needs 64-bit inode numbers");
 
 /* Learns what kind of descriptor fd (status flags fl) is and makes it non-blocking. */
-static int fd_prepare(struct proact__fd *f, int fd, int fl)
+static PROACT__NOINLINE int fd_prepare(struct proact__fd *f, int fd, int fl)
 {
 	struct stat st;
 	if (fstat(fd, &st) != 0)
@@ -345,7 +345,7 @@ static bool accept_starved(int err)
 	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
 }
 
-static void pause_fd(struct proact_watcher *w, struct proact__fd *f)
+static PROACT__NOINLINE void pause_fd(struct proact_watcher *w, struct proact__fd *f)
 {
 	if (f->flags & (PROACT__F_PAUSED | PROACT__F_STARVED))
 		return;
@@ -938,39 +938,50 @@ void proact__refs_destroy(struct proact_watcher *w)
 	w->refs_spare = NULL;
 }
 
-/*
- * Takes a reference on each pool buffer a write sends: -EINVAL if one was
- * already released, -ENOMEM; on failure nothing is held. A WRITE's buffer is
- * found again from r->buf; a WRITEV's are noted, since its iov array is the
- * program's again when the references are dropped.
- */
-static int hold_pool(struct proact_watcher *w, struct proact__req *r)
+/* A WRITE or SENDTO: its one buffer, found again from r->buf when the
+   reference is dropped. -EINVAL if it is a pool buffer already released. */
+static int hold_one(struct proact_watcher *w, struct proact__req *r)
 {
-	bool vec = r->op == PROACT_OP_WRITEV;
-	const struct iovec one = {.iov_base = r->buf, .iov_len = r->len};
-	const struct iovec *iov = vec ? r->buf : &one;
-	int cnt = vec ? r->iovcnt : 1, rc = 0;
-	if (vec)
-		r->refs = NULL;
-	for (int i = 0; i < cnt && rc == 0; i++) {
+	int32_t idx = proact__pool_index(&w->pool, r->buf);
+	if (idx < 0)
+		return 0;
+	if (w->pool.refs[idx] == 0)
+		return -EINVAL;
+	w->pool.refs[idx]++;
+	r->holds_pool = 1;
+	return 0;
+}
+
+/* A WRITEV: its pool buffers are noted, since its iov array is the
+   program's again when the references are dropped. -EINVAL, -ENOMEM; on
+   failure nothing is held. */
+static PROACT__NOINLINE int hold_vec(struct proact_watcher *w, struct proact__req *r)
+{
+	const struct iovec *iov = r->buf;
+	int rc = 0;
+	r->refs = NULL;
+	for (int i = 0; i < r->iovcnt && rc == 0; i++) {
 		int32_t idx = proact__pool_index(&w->pool, iov[i].iov_base);
 		if (idx < 0 || iov[i].iov_len == 0)
 			continue;
 		if (w->pool.refs[idx] == 0) {
 			rc = -EINVAL;
-		} else if (!vec || (rc = refs_note(w, r, idx)) == 0) {
+		} else if ((rc = refs_note(w, r, idx)) == 0) {
 			w->pool.refs[idx]++;
 			r->holds_pool = 1;
 		}
 	}
-	if (rc && vec) { /* the submission fails whole */
+	if (rc) { /* the submission fails whole */
 		refs_drop(w, r);
-		r->holds_pool = 0;
-	} else if (rc && r->holds_pool) {
-		proact__pool_unref(w, proact__pool_index(&w->pool, r->buf));
 		r->holds_pool = 0;
 	}
 	return rc;
+}
+
+/* Takes a reference on each pool buffer a write sends (rule 5). */
+static int hold_pool(struct proact_watcher *w, struct proact__req *r)
+{
+	return r->op == PROACT_OP_WRITEV ? hold_vec(w, r) : hold_one(w, r);
 }
 
 static void drop_pool(struct proact_watcher *w, struct proact__req *r)

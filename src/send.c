@@ -17,24 +17,29 @@
 
 #include "internal.h"
 
+static PROACT__NOINLINE ssize_t send_datagram(const struct proact__fd *f,
+                                              const struct proact__req *r, const void *buf,
+                                              size_t len)
+{
+	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+	struct msghdr m = {
+	    .msg_name = r->addr, .msg_namelen = r->addrlen, .msg_iov = &iov, .msg_iovlen = 1};
+	return sendmsg(f->fd, &m, PROACT__SEND_FLAGS);
+}
+
 static ssize_t send_buf(const struct proact__fd *f, const struct proact__req *r, const void *buf,
                         size_t len)
 {
-	if (r && r->op == PROACT_OP_SENDTO && r->addr) {
-		struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-		struct msghdr m = {.msg_name = r->addr,
-		                   .msg_namelen = r->addrlen,
-		                   .msg_iov = &iov,
-		                   .msg_iovlen = 1};
-		return sendmsg(f->fd, &m, PROACT__SEND_FLAGS);
-	}
+	if (r && r->op == PROACT_OP_SENDTO && r->addr)
+		return send_datagram(f, r, buf, len);
 	if (f->flags & PROACT__F_SOCKET)
 		return send(f->fd, buf, len, PROACT__SEND_FLAGS);
 	return write(f->fd, buf, len);
 }
 
 /* The part of a WRITEV not yet sent, at most PROACT__IOV_SLICE segments. */
-static ssize_t send_iov(const struct proact__fd *f, const struct proact__req *r, size_t *asked)
+static PROACT__NOINLINE ssize_t send_iov(const struct proact__fd *f, const struct proact__req *r,
+                                         size_t *asked)
 {
 	const struct iovec *iov = r->buf;
 	size_t done;
@@ -108,7 +113,8 @@ static ssize_t send_file_once(const struct proact__fd *f, int file, uint64_t at,
  * ended): the loop asks again, and only EAGAIN says full. The end of the
  * file before the range's is ENODATA, once what was sent is accounted.
  */
-static ssize_t send_file(const struct proact__fd *f, const struct proact__req *r, size_t *asked)
+static PROACT__NOINLINE ssize_t send_file(const struct proact__fd *f, const struct proact__req *r,
+                                          size_t *asked)
 {
 	size_t rest = r->len - r->done, sent = 0;
 	*asked = rest;
@@ -133,18 +139,29 @@ static ssize_t send_file(const struct proact__fd *f, const struct proact__req *r
 	return (ssize_t)sent;
 }
 
-ssize_t proact__send_head(const struct proact__fd *f, const struct proact__req *r, size_t *asked)
+/* The ways with more to work out than a buffer, out of line (see
+   PROACT__NOINLINE): what they tried comes back by value. */
+static PROACT__NOINLINE struct proact__sent send_other(const struct proact__fd *f,
+                                                       const struct proact__req *r)
 {
-	ssize_t n;
+	struct proact__sent s;
 	if (r->op == PROACT_OP_SENDFILE)
-		return send_file(f, r, asked);
+		s.n = send_file(f, r, &s.asked);
+	else
+		s.n = send_iov(f, r, &s.asked);
+	return s;
+}
+
+struct proact__sent proact__send_head(const struct proact__fd *f, const struct proact__req *r)
+{
+	struct proact__sent s;
 	do {
-		if (r->op == PROACT_OP_WRITEV) {
-			n = send_iov(f, r, asked);
+		if (r->op == PROACT_OP_WRITEV || r->op == PROACT_OP_SENDFILE) {
+			s = send_other(f, r);
 		} else {
-			*asked = r->len - r->done;
-			n = send_buf(f, r, (const char *)r->buf + r->done, *asked);
+			s.asked = r->len - r->done;
+			s.n = send_buf(f, r, (const char *)r->buf + r->done, s.asked);
 		}
-	} while (n < 0 && errno == EINTR);
-	return n;
+	} while (s.n < 0 && errno == EINTR && r->op != PROACT_OP_SENDFILE);
+	return s;
 }

@@ -12,7 +12,9 @@
 #include "internal.h"
 
 #ifndef _WIN32 /* Windows: QueryPerformanceCounter, in platform/win32.c */
-uint64_t proact_now(void)
+/* Out of line: its timespec would give every caller it was inlined into
+   (the read path, through the pool) the stack protector's check. */
+PROACT__NOINLINE uint64_t proact_now(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);

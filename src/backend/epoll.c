@@ -82,7 +82,7 @@ static void ep_fd_remove(struct proact_watcher *w, struct proact__fd *f)
 	epoll_ctl(state(w)->epfd, EPOLL_CTL_DEL, f->fd, NULL);
 }
 
-static void drain_wakeups(struct proact_watcher *w)
+static PROACT__NOINLINE void drain_wakeups(struct proact_watcher *w)
 {
 	uint64_t v;
 	while (read(state(w)->evfd, &v, sizeof(v)) > 0)

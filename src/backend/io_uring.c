@@ -212,7 +212,7 @@ static bool ring_grow(struct proact_watcher *w, struct uring_state *s)
 	return true;
 }
 
-static int ring_register(struct uring_state *s)
+static PROACT__NOINLINE int ring_register(struct uring_state *s)
 {
 	struct io_uring_buf_reg reg = {
 	    .ring_addr = (uintptr_t)s->br, .ring_entries = s->br_entries, .bgid = BUF_GROUP};
@@ -655,7 +655,7 @@ static int stash_pop(struct fd_extra *x)
 }
 
 /* A multishot accept cannot share one address buffer: ask the socket. */
-static void peer_addr(struct proact__req *r, int fd)
+static PROACT__NOINLINE void peer_addr(struct proact__req *r, int fd)
 {
 	if (!r->addr)
 		return;
@@ -823,11 +823,11 @@ static ssize_t ur_arm_read(struct proact_watcher *w, struct proact__fd *f)
 
 static ssize_t send_now(struct uring_state *s, struct proact__fd *f, const struct proact__req *r)
 {
-	size_t asked;
 	s->stats->io_calls++;
-	ssize_t n = proact__send_head(f, r, &asked);
+	struct proact__sent sent = proact__send_head(f, r);
+	ssize_t n = sent.n;
 	if (n >= 0) {
-		if ((size_t)n < asked)
+		if ((size_t)n < sent.asked)
 			f->ready[PROACT__WR] = 0; /* full: the rest goes through the ring */
 		return n;
 	}
@@ -1067,7 +1067,8 @@ static unsigned flush_sq(struct io_uring *ring)
  * state: the SQ was flushed under the lock, and a thread shutting the watcher
  * down may use the rings meanwhile.
  */
-static int submit_and_wait(struct uring_state *s, unsigned to_submit, int64_t timeout_ns)
+static PROACT__NOINLINE int submit_and_wait(struct uring_state *s, unsigned to_submit,
+                                            int64_t timeout_ns)
 {
 	struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000,
 	                               .tv_nsec = timeout_ns % 1000000000};

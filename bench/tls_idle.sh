@@ -9,9 +9,20 @@
 # processes of bench/tls_idle (a process may hold 20,000 fds here), hold
 # them idle. Prints the server's RSS growth per connection. TLS 1.3 with a
 # P-256 certificate made for the run.
+#
+#   bench/tls_idle.sh --breakdown [N]      (default 5000)
+#
+# instead says what an idle TLS connection's heap is made of: bench/tls_idle_mem
+# (a server on the layer, epoll) counts the live heap blocks by where they
+# were allocated and prints them per connection, between N/5 and N.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-10000}
+BREAKDOWN=0
+if [ "${1:-}" = --breakdown ]; then
+	BREAKDOWN=1
+	shift
+fi
+N=${1:-$([ $BREAKDOWN = 1 ] && echo 5000 || echo 10000)}
 shift || true
 BACKENDS=("$@")
 [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(epoll io_uring)
@@ -27,6 +38,14 @@ trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$TMP"' EXIT
 cc -O2 -Iinclude bench/tls_idle.c -o "$TMP/tls_idle" "$BUILD/tls/libproact_tls.a" \
 	"$BUILD/libproact.a" $(pkg-config --libs openssl) \
 	$(pkg-config --libs liburing 2>/dev/null || true) -lpthread
+if [ $BREAKDOWN = 1 ]; then
+	# shellcheck disable=SC2046
+	cc -O2 -Iinclude bench/tls_idle_mem.c -o "$TMP/tls_idle_mem" "$BUILD/tls/libproact_tls.a" \
+		"$BUILD/libproact.a" $(pkg-config --libs openssl) \
+		$(pkg-config --libs liburing 2>/dev/null || true) -lpthread -ldl -rdynamic
+	PROACT_BACKEND=epoll "$TMP/tls_idle_mem" "$N" "$TMP/tls_idle"
+	exit
+fi
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
 	-subj /CN=localhost -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
 

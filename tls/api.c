@@ -44,12 +44,9 @@ static int make_ssl(proact_tls *t, struct proact_tls_conn *c, const proact_tls_c
                     const char *server_name)
 {
 	c->ssl = SSL_new(ctx->ssl);
-	BIO *bio = c->ssl ? BIO_new(t->bio_method) : NULL;
-	if (!bio)
+	if (!c->ssl || !BIO_up_ref(t->bio))
 		return -ENOMEM;
-	BIO_set_data(bio, c);
-	BIO_set_init(bio, 1);
-	SSL_set_bio(c->ssl, bio, bio); /* one reference for both directions */
+	SSL_set_bio(c->ssl, t->bio, t->bio); /* one reference for both directions */
 	tls__info_setup(c->ssl, c);
 	c->ktls_why = ctx->ktls_why;
 	if (ctx->ktls)

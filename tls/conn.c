@@ -1,7 +1,8 @@
 /*
  * conn.c - one TLS connection's engine.
  *
- * OpenSSL reads ciphertext through a BIO of the layer's that serves the
+ * OpenSSL reads ciphertext through the layer's BIO (one for every
+ * connection, bound to the one OpenSSL is called for) that serves the
  * bytes of the last pool read (copied aside only if some are left when the
  * pool buffer goes back), and writes records into an output buffer, which
  * goes to proact_write() as a whole: one buffer being filled and one in
@@ -24,7 +25,7 @@ static void flush(struct proact_tls_conn *c);
 
 static int bio_write(BIO *b, const char *data, int len)
 {
-	struct proact_tls_conn *c = BIO_get_data(b);
+	struct proact_tls_conn *c = tls__bio_conn(b);
 	BIO_clear_retry_flags(b);
 	if (len <= 0)
 		return 0;
@@ -64,7 +65,7 @@ static size_t take_input(struct proact_tls_conn *c, void *data, size_t len)
 
 static int bio_read(BIO *b, char *data, int len)
 {
-	struct proact_tls_conn *c = BIO_get_data(b);
+	struct proact_tls_conn *c = tls__bio_conn(b);
 	BIO_clear_retry_flags(b);
 	if (len <= 0)
 		return 0;
@@ -81,7 +82,9 @@ static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
 	(void)num;
 	(void)ptr;
-	struct proact_tls_conn *c = BIO_get_data(b);
+	struct proact_tls_conn *c = tls__bio_conn(b);
+	if (!c)
+		return 0;
 	switch (cmd) {
 	case BIO_CTRL_FLUSH:
 		return 1;
@@ -241,6 +244,7 @@ static bool handoff(struct proact_tls_conn *c)
 static bool handshake(struct proact_tls_conn *c)
 {
 	ERR_clear_error();
+	c->t->cur = c;
 	int ret = SSL_do_handshake(c->ssl);
 	if (ret == 1) {
 		c->hs_done = true;
@@ -299,6 +303,7 @@ static bool read_one(struct proact_tls_conn *c, struct tls__req *r)
 	if (c->ktls & PROACT_TLS_KTLS_RX)
 		return kernel_read(c, r, buf, len, idx);
 	ERR_clear_error();
+	c->t->cur = c;
 	int n = SSL_read(c->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
 	if (n > 0) {
 		read_done(r, buf, (size_t)n, idx);
@@ -404,6 +409,7 @@ static bool take_write(struct proact_tls_conn *c, struct tls__req *r)
 		const void *p;
 		size_t k = next_chunk(c->t, r, &p);
 		ERR_clear_error();
+		c->t->cur = c;
 		int n = SSL_write(c->ssl, p, (int)k);
 		if (n <= 0) {
 			ssl_fail(c, SSL_get_error(c->ssl, n));
@@ -435,6 +441,7 @@ static bool take_shutdown(struct proact_tls_conn *c, struct tls__req *r)
 		c->wr_closed = true;
 		r->stage = 1;
 		ERR_clear_error();
+		c->t->cur = c;
 		int ret = c->cut ? 0 : SSL_shutdown(c->ssl);
 		if (ret < 0) {
 			ssl_fail(c, SSL_get_error(c->ssl, ret));
@@ -648,6 +655,8 @@ void tls__conn_destroy(struct proact_tls_conn *c)
 	free_queue(t, &c->wr);
 	if (c->free_req && c->free_req->link.next == &c->free_req->link)
 		tls__req_free(t, c->free_req); /* never completed: not on the done list */
+	if (t->cur == c)
+		t->cur = NULL;
 	SSL_free(c->ssl);
 	tls__ktls_drop(c);
 	free(c->out);

@@ -124,6 +124,9 @@ struct proact_tls_conn {
 struct proact_tls {
 	proact_watcher *w;
 	BIO_METHOD *bio_method;
+	BIO *bio;                       /* every connection's: a BIO each would cost
+	                                   its struct and a lock per connection */
+	struct proact_tls_conn *cur;    /* the connection OpenSSL is called for */
 	struct proact_tls_conn **conns; /* by fd */
 	int nconns;
 	struct tls__link all;  /* every connection */
@@ -193,6 +196,11 @@ void tls__unstarve(struct proact_tls_conn *c);
 
 /* ---- conn.c ------------------------------------------------------------- */
 BIO_METHOD *tls__bio_method_new(void);
+/* The connection the layer's BIO works for now (set before each SSL call). */
+static inline struct proact_tls_conn *tls__bio_conn(BIO *b)
+{
+	return ((proact_tls *)BIO_get_data(b))->cur;
+}
 /* Runs whatever @c can do now: handshake, reads, writes, flushing. */
 void tls__pump(struct proact_tls_conn *c);
 /* A completion of the layer's own request on @c's socket. */

@@ -225,10 +225,13 @@ int proact_tls_new(proact_tls **out, proact_watcher *w, const struct proact_tls_
 	t->delivered = malloc(n * sizeof(*t->delivered));
 	t->refs = calloc(n, sizeof(*t->refs));
 	t->bio_method = tls__bio_method_new();
-	if (!t->slab || !t->free_idx || !t->delivered || !t->refs || !t->bio_method) {
+	t->bio = t->bio_method ? BIO_new(t->bio_method) : NULL;
+	if (!t->slab || !t->free_idx || !t->delivered || !t->refs || !t->bio) {
 		proact_tls_destroy(t);
 		return -ENOMEM;
 	}
+	BIO_set_data(t->bio, t);
+	BIO_set_init(t->bio, 1);
 	for (uint32_t i = 0; i < n; i++)
 		t->free_idx[i] = n - 1 - i;
 	*out = t;
@@ -256,6 +259,7 @@ void proact_tls_destroy(proact_tls *t)
 		t->free_obufs = b->next;
 		free(b);
 	}
+	BIO_free(t->bio); /* the last reference: the connections' went with them */
 	BIO_meth_free(t->bio_method);
 	free(t->conns);
 	free(t->heap);

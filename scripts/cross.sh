@@ -11,8 +11,9 @@
 #   musl           x86_64 with musl libc (musl-gcc); the echo server under load
 #   macos-x86_64   macOS through Zig's C compiler: compile and link only
 #   macos-aarch64  the same for Apple silicon
-#   windows        x86_64 Windows (gcc-mingw-w64-x86-64); the suite's Windows
-#                  groups on the iocp backend under Wine (wine64)
+#   windows        x86_64 Windows (gcc-mingw-w64-x86-64); the suite on the
+#                  iocp backend under Wine (wine64), then the README's echo
+#                  server under Wine against the Linux load generator
 #   all            every one of them
 #
 # Each target is the normal CMake build with a toolchain file of cmake/, in
@@ -234,6 +235,31 @@ macos() {
 # The suite built with mingw-w64 and run by ctest under Wine (the toolchain
 # file makes wine64 the emulator), with cmocka built for the target; Wine
 # keeps its state in a prefix of its own under build/tools.
+# The README's echo server (echo_minimal.exe, port 9000) on iocp under Wine,
+# driven over loopback by bench/loadgen built for this machine: 2,000
+# connections, 5 round trips of 1 KiB each, every byte checked, 90 s at most
+# (loadgen exits 1 on any error). Connects go 100 at a time: the server
+# accepts one connection per round trip through Wine's server.
+wine_echo() {
+	local dir=$1 wine=$2 server rc=0 i
+	if (exec 3<>/dev/tcp/127.0.0.1/9000) 2>/dev/null; then
+		echo "windows: port 9000 is taken, the echo server cannot listen" >&2
+		return 1
+	fi
+	cc -O2 -pthread -o "$dir/loadgen" bench/loadgen.c
+	PROACT_BACKEND=iocp "$wine" "$dir/tests/echo_minimal.exe" &
+	server=$!
+	for i in $(seq 100); do
+		(exec 3<>/dev/tcp/127.0.0.1/9000) 2>/dev/null && break
+		sleep 0.1
+	done
+	"$dir/loadgen" --port 9000 --mode echo --conns 2000 --size 1024 --rounds 5 \
+		--inflight 100 --timeout 90 || rc=1
+	kill -KILL "$server" 2>/dev/null || true
+	wait "$server" 2>/dev/null || true
+	return "$rc"
+}
+
 windows() {
 	local dir=build/cross-windows wine=/usr/lib/wine/wine64 prefix
 	echo "== windows (x86_64-w64-mingw32, under Wine) =="
@@ -263,6 +289,7 @@ windows() {
 	keeper=$!
 	exec 9>"$dir/wine-keeper" # cmd.exe reads until this closes
 	ctest --test-dir "$dir" --output-on-failure -j"$jobs" || rc=$?
+	wine_echo "$dir" "$wine" || rc=1
 	exec 9>&-
 	wait "$keeper" || true
 	"$server" -w

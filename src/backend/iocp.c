@@ -85,6 +85,12 @@ static struct iocp_fd *extra(struct iocp_state *s, int fd)
 	return (uint32_t)fd < s->nfds ? s->fds[fd] : NULL;
 }
 
+/* The entry of a registered fd, which fd_add made (never NULL). */
+static struct iocp_fd *registered(struct iocp_state *s, const struct proact__fd *f)
+{
+	return s->fds[f->fd];
+}
+
 static int last_err(void)
 {
 	return -proact__win_errno((DWORD)WSAGetLastError());
@@ -226,7 +232,7 @@ static ssize_t posted(struct iocp_state *s, struct iocp_fd *x, bool ok, ssize_t 
 static ssize_t recv_post(struct iocp_state *s, struct proact__fd *f, void *buf, size_t len,
                          bool zero)
 {
-	struct iocp_fd *x = extra(s, f->fd);
+	struct iocp_fd *x = registered(s, f);
 	struct iocp_op *op = op_start(s, x, PROACT__RD, zero);
 	WSABUF b = {.len = (ULONG)(len > MAX_CHUNK ? MAX_CHUNK : len), .buf = buf};
 	bool peek = zero && !(f->flags & PROACT__F_STREAM);
@@ -244,7 +250,7 @@ static ssize_t recv_post(struct iocp_state *s, struct proact__fd *f, void *buf, 
 /* One datagram into the request's buffer, with its sender's address. */
 static ssize_t recvfrom_post(struct iocp_state *s, struct proact__fd *f, struct proact__req *r)
 {
-	struct iocp_fd *x = extra(s, f->fd);
+	struct iocp_fd *x = registered(s, f);
 	struct iocp_op *op = op_start(s, x, PROACT__RD, false);
 	WSABUF b = {.len = (ULONG)(r->len > MAX_CHUNK ? MAX_CHUNK : r->len), .buf = r->buf};
 	DWORD flags = 0;
@@ -340,7 +346,7 @@ static int segs_fill(struct iocp_fd *x, const struct proact__req *r, DWORD *coun
 
 static ssize_t send_post(struct iocp_state *s, struct proact__fd *f, struct proact__req *r)
 {
-	struct iocp_fd *x = extra(s, f->fd);
+	struct iocp_fd *x = registered(s, f);
 	WSABUF one, *bufs = &one;
 	DWORD count = 1;
 	if (r->op == PROACT_OP_WRITEV) {
@@ -360,7 +366,7 @@ static ssize_t send_post(struct iocp_state *s, struct proact__fd *f, struct proa
 
 static ssize_t sendto_post(struct iocp_state *s, struct proact__fd *f, struct proact__req *r)
 {
-	struct iocp_fd *x = extra(s, f->fd);
+	struct iocp_fd *x = registered(s, f);
 	WSABUF b = {.len = (ULONG)r->len, .buf = r->buf};
 	struct iocp_op *op = op_start(s, x, PROACT__WR, false);
 	int rc = WSASendTo(sock_of(f), &b, 1, NULL, 0, r->addr, r->addr ? (int)r->addrlen : 0,
@@ -389,7 +395,7 @@ static ssize_t file_read(int file, uint64_t off, char *p, DWORD len)
 /* The next piece of a file's range: read into the fd's buffer, then sent. */
 static ssize_t sendfile_post(struct iocp_state *s, struct proact__fd *f, struct proact__req *r)
 {
-	struct iocp_fd *x = extra(s, f->fd);
+	struct iocp_fd *x = registered(s, f);
 	if (!x->piece && !(x->piece = malloc(FILE_PIECE)))
 		return -ENOMEM;
 	size_t left = r->len - r->done;
@@ -415,7 +421,7 @@ static void *extension(SOCKET sock, GUID guid)
 
 static ssize_t accept_post(struct iocp_state *s, struct proact__fd *f)
 {
-	struct iocp_fd *x = extra(s, f->fd);
+	struct iocp_fd *x = registered(s, f);
 	struct sockaddr_storage me;
 	int len = sizeof(me);
 	if (!s->acceptex && !(s->acceptex = extension(sock_of(f), (GUID)WSAID_ACCEPTEX)))
@@ -462,7 +468,7 @@ static int bind_any(SOCKET sock, int family)
 
 static ssize_t connect_post(struct iocp_state *s, struct proact__fd *f, struct proact__req *r)
 {
-	struct iocp_fd *x = extra(s, f->fd);
+	struct iocp_fd *x = registered(s, f);
 	if (!s->connectex && !(s->connectex = extension(sock_of(f), (GUID)WSAID_CONNECTEX)))
 		return last_err();
 	int rc = bind_any(sock_of(f), r->addr->sa_family);
@@ -504,7 +510,7 @@ static ssize_t iocp_io(struct proact_watcher *w, struct proact__fd *f, int dir,
 
 static void iocp_cancel(struct proact_watcher *w, struct proact__fd *f, int dir)
 {
-	struct iocp_fd *x = extra(state(w), f->fd);
+	struct iocp_fd *x = registered(state(w), f);
 	/* Not found: it completed already, and its result is on its way. */
 	CancelIoEx((HANDLE)sock_of(f), &x->op[dir].ov);
 }

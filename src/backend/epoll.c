@@ -122,11 +122,11 @@ static int ep_poll(struct proact_watcher *w, int64_t timeout_ns)
 	int ms = timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
 	if (timeout_ns > (int64_t)INT32_MAX * 1000000)
 		ms = INT32_MAX;
+	w->stats.kernel_waits++; /* under the lock, which a sleeper lets go */
 	if (ms != 0) {
 		w->sleeping = true;
 		proact__unlock(w);
 	}
-	w->stats.kernel_waits++;
 	int n = epoll_wait(s->epfd, s->events, EVENTS_PER_POLL, ms);
 	int err = errno;
 	if (ms != 0) {

@@ -286,11 +286,11 @@ static int kq_call(struct proact_watcher *w, const struct kevent *changes, int n
 	struct kq_state *s = state(w);
 	struct timespec ts;
 	bool sleeps = timeout_ns != 0;
+	w->stats.kernel_waits++; /* under the lock, which a sleeper lets go */
 	if (sleeps) {
 		w->sleeping = true;
 		proact__unlock(w);
 	}
-	w->stats.kernel_waits++;
 	int got =
 	    kevent(s->kq, changes, n, s->events, EVENTS_PER_POLL, timeout_of(timeout_ns, &ts));
 	int err = errno;

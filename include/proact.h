@@ -204,9 +204,9 @@ PROACT_API void proact_watcher_destroy(proact_watcher *w);
  * proact_backend - the name of the backend the watcher runs on:
  * "io_uring", "epoll", "kqueue" or "iocp". NULL if @w is NULL. Any thread.
  *
- * iocp (Windows): sockets only (anything else is -EBADF). Datagrams
- * (proact_recvfrom, proact_sendto) and file sends (proact_sendfile) are
- * not done yet: their submissions return -ENOTSUP. Windows error codes
+ * iocp (Windows): sockets only (anything else is -EBADF). Datagrams are
+ * overlapped WSARecvFrom and WSASendTo; a file send reads the file in
+ * pieces and sends them (see proact_sendfile). Windows error codes
  * arrive as the errno of the same sense (WSAECONNRESET as ECONNRESET...),
  * EIO where none fits. A socket cannot leave its completion port: after
  * proact_detach() it stays associated with this watcher's port, and

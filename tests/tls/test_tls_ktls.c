@@ -14,12 +14,17 @@
  *     (a TLS 1.3 server's tickets counted), and the peer's next record opens
  *     with the receiving keys; TLS 1.3 and 1.2, the layer as server and as
  *     client; ciphertext read past the handshake either went to OpenSSL
- *     (receiving side refused) or stays for the kernel.
+ *     (receiving side refused) or stays for the kernel;
+ *   - the data path after a handoff the hook accepts, with a stand-in for
+ *     the kernel between the sockets that seals and opens the records: 200
+ *     KB each way at once, the layer's plain writes and reads against the
+ *     peer's OpenSSL, every byte in order.
  */
 #include "tls_common.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -27,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -145,6 +151,9 @@ static void test_forced_handoff(void **state)
 
 /* ---- the keys: a user-space stand-in for the kernel ----------------------------- */
 
+#define MAX_PLAIN  16384u
+#define MAX_RECORD (5u + MAX_PLAIN + 1u + 16u + 8u)
+
 static struct tls__kinfo caught_tx, caught_rx;
 static int caught, caught_has_rx;
 
@@ -261,12 +270,13 @@ static int aad_of(const struct aead_key *k, const unsigned char *rec, const unsi
 }
 
 /* One application-data record of @pt, as the kernel would make it. */
-static size_t seal_record(const struct aead_key *k, const char *pt, unsigned char *rec)
+static size_t seal_record(const struct aead_key *k, const void *pt, size_t len, unsigned char *rec)
 {
 	/* TLS 1.3: the inner type byte; TLS 1.2 (AES-GCM only): the explicit nonce */
-	size_t len = strlen(pt), body = len + 16 + (k->tls13 ? 1 : 8);
+	size_t body = len + 16 + (k->tls13 ? 1 : 8);
 	bool explicit = !k->tls13;
-	unsigned char in[256], nonce[12], aad[13], *p = rec + 5, seq[8];
+	static unsigned char in[MAX_PLAIN + 1];
+	unsigned char nonce[12], aad[13], *p = rec + 5, seq[8];
 	memcpy(in, pt, len);
 	if (k->tls13)
 		in[len++] = 23; /* the inner content type */
@@ -437,7 +447,8 @@ static void check_keys(const struct peer_case *pc, const char *early)
 	struct aead_key tx = key_of(&caught_tx);
 	assert_int_equal(tx.seq, pc->suites ? (pc->layer_server ? 2 : 0) : 1);
 	unsigned char rec[512], pt[512];
-	size_t n = seal_record(&tx, "sealed as the kernel would", rec);
+	const char *msg = "sealed as the kernel would";
+	size_t n = seal_record(&tx, msg, strlen(msg), rec);
 	t_write_all(fds[0], rec, n);
 	peer_read(p, fds[1], "sealed as the kernel would");
 
@@ -507,6 +518,204 @@ static void test_keys_read_past_handshake(void **state)
 	           "sent with the Finished");
 }
 
+/* ---- after a handoff: the data path, the kernel played in user space ---------- */
+
+/* Stands between the layer's socket and the peer's: passes the bytes on as
+   they are until the handoff, then seals what the layer writes into records
+   and opens the peer's records into plaintext, as the kernel would. */
+struct stand_in {
+	int x, y; /* the other end of the layer's socket; the end toward the peer */
+	int layer_fd;
+	bool on;
+	struct aead_key tx, rx;
+	unsigned char up[2 * MAX_RECORD], down[2 * MAX_RECORD], rec[MAX_RECORD];
+	size_t up_len, down_len, rec_len;
+};
+static struct stand_in *kern;
+
+static void push(int fd, unsigned char *buf, size_t *len)
+{
+	ssize_t n = *len ? send(fd, buf, *len, MSG_DONTWAIT | MSG_NOSIGNAL) : 0;
+	if (n > 0) {
+		memmove(buf, buf + n, *len - (size_t)n);
+		*len -= (size_t)n;
+	}
+}
+
+/* The peer's record in k->rec, when whole: opened into k->down. */
+static void from_peer(struct stand_in *k)
+{
+	size_t want = k->rec_len < 5 ? 5 : 5 + ((size_t)k->rec[3] << 8 | k->rec[4]);
+	ssize_t n = recv(k->y, k->rec + k->rec_len, want - k->rec_len, MSG_DONTWAIT);
+	if (n <= 0)
+		return;
+	k->rec_len += (size_t)n;
+	if (k->rec_len < 5 || k->rec_len < 5 + ((size_t)k->rec[3] << 8 | k->rec[4]))
+		return;
+	int m = open_record(&k->rx, k->rec, k->rec_len, k->down);
+	assert_true(m > 0);
+	k->rx.seq++;
+	k->down_len = (size_t)m;
+	k->rec_len = 0;
+}
+
+static void stand_in_move(struct stand_in *k)
+{
+	push(k->y, k->up, &k->up_len);
+	push(k->x, k->down, &k->down_len);
+	if (k->up_len == 0) {
+		ssize_t n = recv(k->x, k->on ? k->down + MAX_RECORD : k->up,
+		                 k->on ? MAX_PLAIN : sizeof(k->up), MSG_DONTWAIT);
+		if (n > 0 && k->on) {
+			k->up_len = seal_record(&k->tx, k->down + MAX_RECORD, (size_t)n, k->up);
+			k->tx.seq++;
+		} else if (n > 0) {
+			k->up_len = (size_t)n;
+		}
+	}
+	if (k->down_len == 0 && k->on) {
+		from_peer(k);
+	} else if (k->down_len == 0) {
+		ssize_t n = recv(k->y, k->down, MAX_RECORD, MSG_DONTWAIT);
+		k->down_len = n > 0 ? (size_t)n : 0;
+	}
+}
+
+/* The hook: what the layer wrote before is on its way as it was; from now
+   on the stand-in seals and opens. */
+static int stand_in_takes(int fd, const struct tls__kinfo *tx, const struct tls__kinfo *rx)
+{
+	assert_int_equal(fd, kern->layer_fd);
+	assert_non_null(rx);
+	int queued = 1;
+	for (int i = 0; i < 1000 && queued; i++) {
+		assert_int_equal(ioctl(fd, SIOCOUTQ, &queued), 0);
+		stand_in_move(kern);
+	}
+	while (kern->up_len || recv(kern->x, kern->up, 0, MSG_DONTWAIT | MSG_PEEK) > 0)
+		stand_in_move(kern);
+	kern->tx = key_of(tx);
+	kern->rx = key_of(rx);
+	kern->on = true;
+	return PROACT_TLS_KTLS_TX | PROACT_TLS_KTLS_RX;
+}
+
+struct flow {
+	unsigned char *out, *in;
+	size_t len, sent, got;
+};
+
+static void peer_moves(SSL *p, struct flow *to_peer, struct flow *from_peer)
+{
+	int n;
+	if (from_peer->sent < from_peer->len &&
+	    (n = SSL_write(p, from_peer->out + from_peer->sent,
+	                   (int)(from_peer->len - from_peer->sent))) > 0)
+		from_peer->sent += (size_t)n;
+	while ((n = SSL_read(p, to_peer->in + to_peer->got, (int)(to_peer->len - to_peer->got))) >
+	       0)
+		to_peer->got += (size_t)n;
+}
+
+static void layer_moves(struct tt_layer *l, proact_tls_conn *c, struct flow *to_layer)
+{
+	struct proact_completion r[4];
+	int n = proact_tls_wait(l->t, r, 4, 1);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(r[i].error, 0);
+		if (r[i].op != PROACT_TLS_OP_READ)
+			continue;
+		assert_true(r[i].size > 0 && to_layer->got + r[i].size <= to_layer->len);
+		memcpy(to_layer->in + to_layer->got, r[i].buf, r[i].size);
+		to_layer->got += r[i].size;
+		if (to_layer->got < to_layer->len)
+			assert_int_equal(proact_tls_read(c, NULL, 0, 0, NULL), 0);
+	}
+}
+
+static void flow_init(struct flow *f, size_t len, int seed)
+{
+	*f = (struct flow){.out = malloc(len), .in = malloc(len), .len = len};
+	assert_non_null(f->out);
+	assert_non_null(f->in);
+	t_fill(f->out, len, seed, 0);
+}
+
+static void test_data_path_stand_in(void **state)
+{
+	(void)state;
+	int a[2], b[2];
+	t_tcp_pair(a);
+	t_tcp_pair(b);
+	assert_int_equal(fcntl(a[1], F_SETFL, O_NONBLOCK), 0);
+	assert_int_equal(fcntl(b[0], F_SETFL, O_NONBLOCK), 0);
+	assert_int_equal(fcntl(b[1], F_SETFL, O_NONBLOCK), 0);
+	kern = calloc(1, sizeof(*kern));
+	assert_non_null(kern);
+	*kern = (struct stand_in){.x = a[1], .y = b[0], .layer_fd = a[0]};
+	struct tt_layer l;
+	tt_layer_new(&l);
+	setenv("PROACT_TLS_KTLS", "force", 1);
+	proact_tls_ctx *ctx = tt_server_ctx(false, NULL);
+	unsetenv("PROACT_TLS_KTLS");
+	proact_tls_conn *c;
+	assert_int_equal(proact_tls_conn_new(l.t, &c, a[0], ctx, NULL), 0);
+	SSL *p = peer_new(
+	    &(struct peer_case){.suites = "TLS_AES_128_GCM_SHA256", .layer_server = true}, b[1]);
+	tls__ktls_apply_fn kernel = tls__ktls_apply;
+	tls__ktls_apply = stand_in_takes;
+	assert_int_equal(proact_tls_handshake(c, proact_deadline_in(TT_TIMEOUT_MS), NULL), 0);
+	bool ldone = false, pdone = false;
+	for (int round = 0; !(ldone && pdone); round++) {
+		assert_true(round < 20000);
+		int rc = pdone ? 1 : SSL_do_handshake(p);
+		pdone = rc == 1;
+		if (!pdone)
+			assert_int_equal(SSL_get_error(p, rc), SSL_ERROR_WANT_READ);
+		stand_in_move(kern);
+		struct proact_completion r;
+		if (proact_tls_wait(l.t, &r, 1, 1) == 1) {
+			assert_int_equal(r.op, PROACT_TLS_OP_HANDSHAKE);
+			assert_int_equal(r.error, 0);
+			ldone = true;
+		}
+	}
+	tls__ktls_apply = kernel;
+	const char *why;
+	assert_int_equal(proact_tls_ktls(c, &why), PROACT_TLS_KTLS_TX | PROACT_TLS_KTLS_RX);
+	assert_null(why);
+
+	/* 200 KB each way at once: the layer's plain writes and reads, records
+	   made and opened by the stand-in, the peer's OpenSSL at the other end */
+	struct flow down, up;
+	flow_init(&down, 200000, 5);
+	flow_init(&up, 200000, 6);
+	assert_int_equal(proact_tls_write(c, down.out, down.len, 0, NULL), 0);
+	assert_int_equal(proact_tls_read(c, NULL, 0, 0, NULL), 0);
+	for (int round = 0; down.got < down.len || up.got < up.len; round++) {
+		assert_true(round < 200000);
+		peer_moves(p, &down, &up);
+		stand_in_move(kern);
+		layer_moves(&l, c, &up);
+	}
+	assert_memory_equal(down.in, down.out, down.len);
+	assert_memory_equal(up.in, up.out, up.len);
+	print_message("200 KB each way through the stand-in: %llu records sent, %llu received\n",
+	              (unsigned long long)kern->tx.seq - 2, (unsigned long long)kern->rx.seq);
+	SSL_free(p);
+	tt_free(l.t, c);
+	tt_layer_free(&l);
+	proact_tls_ctx_free(ctx);
+	close(a[1]);
+	close(b[0]);
+	close(b[1]);
+	free(down.out);
+	free(down.in);
+	free(up.out);
+	free(up.in);
+	free(kern);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -515,6 +724,7 @@ int main(void)
 	    cmocka_unit_test(test_keys_tls13),
 	    cmocka_unit_test(test_keys_tls12),
 	    cmocka_unit_test(test_keys_read_past_handshake),
+	    cmocka_unit_test(test_data_path_stand_in),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	tt_certs_remove();

@@ -151,8 +151,9 @@ struct proact_options {
 	                                is reserved address space: a buffer's pages
 	                                are taken when data first lands in it and,
 	                                where the platform can, given back once no
-	                                read took it for 250 ms (io_uring keeps the
-	                                16 or so its kernel ring holds) */
+	                                read took it for two periods of 250 ms
+	                                (io_uring keeps the 16 or so its kernel
+	                                ring holds) */
 	uint32_t max_pending_per_fd; /* queued requests per fd; default 4096 */
 	uint32_t max_pending;        /* queued requests per watcher; default 1<<20 */
 	uint32_t reserved[4];        /* must be zero */

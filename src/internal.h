@@ -182,6 +182,7 @@ struct proact__pool {
 	uint8_t *dirty;
 	uint32_t ndirty;
 	uint32_t low;
+	uint32_t low_prev; /* low of the period before: a trim takes what both left alone */
 	uint32_t hot; /* dirty buffers that may stay: what a steady load keeps using */
 	uint64_t trim_at;
 	uint32_t high; /* the most buffers held at once (proact_stats) */

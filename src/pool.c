@@ -129,21 +129,52 @@ void proact__pool_dirty(struct proact__pool *p, uint32_t idx)
 		p->trim_at = proact_now() + PROACT__POOL_TRIM_NS;
 }
 
+#ifdef PROACT__POOL_DISCARD
+/* Gives back the pages of the dirty buffers of stack[0..n), a run of
+   neighbouring buffers (the stack starts in address order) in one call. */
+static void discard_bottom(struct proact__pool *p, uint32_t n)
+{
+	uint32_t i = 0;
+	while (i < n) {
+		uint32_t lo = p->stack[i], hi = lo, j = i + 1;
+		if (!p->dirty[lo]) {
+			i++;
+			continue;
+		}
+		for (; j < n && p->dirty[p->stack[j]]; j++) {
+			if (p->stack[j] + 1 == lo)
+				lo--;
+			else if (p->stack[j] == hi + 1)
+				hi++;
+			else
+				break;
+		}
+		if (PROACT__POOL_DISCARD(proact__pool_addr(p, (int32_t)lo),
+		                         (size_t)(hi - lo + 1) * p->size) == 0) {
+			for (uint32_t k = i; k < j; k++)
+				p->dirty[p->stack[k]] = 0;
+			p->ndirty -= j - i;
+		}
+		i = j;
+	}
+}
+#endif
+
+/*
+ * A buffer's pages go back once it stayed on the stack untouched for two
+ * whole periods (below both periods' low-water marks): a load that comes
+ * back within a period or two finds its buffers still there, instead of
+ * giving pages back and faulting them in again at every burst.
+ */
 void proact__pool_trim(struct proact_watcher *w, uint64_t now)
 {
 	struct proact__pool *p = &w->pool;
 #ifdef PROACT__POOL_DISCARD
-	for (uint32_t i = 0; i < p->low; i++) {
-		uint32_t idx = p->stack[i];
-		if (p->dirty[idx] &&
-		    PROACT__POOL_DISCARD(proact__pool_addr(p, (int32_t)idx), p->size) == 0) {
-			p->dirty[idx] = 0;
-			p->ndirty--;
-		}
-	}
+	discard_bottom(p, p->low < p->low_prev ? p->low : p->low_prev);
 #endif
 	if (w->be->pool_shrink)
 		w->be->pool_shrink(w);
+	p->low_prev = p->low;
 	p->low = p->nstack;
 	p->trim_at = p->ndirty > p->hot ? now + PROACT__POOL_TRIM_NS : 0;
 }

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The README's two commands, `make demo` and `make test`, and two helpers.
 #   make build   install missing dependencies, Release build into $(BUILD_DIR)
 #   make test    the whole test suite (scripts/test.sh)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * loadgen - the benchmark's load generator: one epoll loop per process.
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """report.py - turn bench/run.sh's raw.csv into summary.csv, summary.md and
 one SVG bar chart per scenario. Standard library only.
 

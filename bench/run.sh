@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # run.sh - every performance claim of proact from one command.
 #
 #   bash bench/run.sh            full run: 5 runs per server, every scenario

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # tls_handshakes.sh - new TLS 1.3 handshakes per second, server pinned to one
 # core: examples/tls_echo against nginx (TLS 1.3, one
 # worker, session tickets at OpenSSL's default as in tls_echo), the same

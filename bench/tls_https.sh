@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # tls_https.sh - HTTPS keep-alive requests per second, and the server's CPU
 # time per request: examples/http_server in its HTTPS mode (epoll and
 # io_uring) against nginx, TLS 1.3 only, the same P-256 certificate and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * tls_idle - idle TLS clients for bench/tls_idle.sh.
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # tls_idle.sh - memory per idle TLS connection of examples/tls_echo, beside
 # the plaintext figure of examples/echo_server measured the same way.
 #

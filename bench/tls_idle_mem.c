@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * tls_idle_mem - what an idle TLS connection's memory is made of.
  *

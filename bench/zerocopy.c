@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * zerocopy.c - does a zero-copy send pay here? One loopback TCP connection,
  * a reader thread that discards, and a sender that moves --bytes in writes

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # 64-bit Arm Linux (glibc) with Debian's gcc-aarch64-linux-gnu; its programs
 # run here under qemu-user.
 set(CMAKE_SYSTEM_PROCESSOR aarch64)

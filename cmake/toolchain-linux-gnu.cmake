@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Shared part of the Linux cross toolchains for Debian's cross compilers
 # (gcc-<triplet>) and multiarch libraries (<package>:<arch>). The including
 # file sets PROACT_CROSS_TRIPLET (the compiler's prefix), PROACT_CROSS_MULTIARCH

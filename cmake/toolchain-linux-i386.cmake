@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # 32-bit x86 Linux (glibc) with Debian's gcc-i686-linux-gnu; its programs
 # run natively on an x86_64 kernel.
 set(CMAKE_SYSTEM_PROCESSOR i686)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # x86_64 Linux with musl libc through Debian's musl-tools (musl-gcc). musl-gcc
 # sees musl's headers and no kernel headers, so what needs <linux/...> (the
 # futex lock, io_uring through liburing) is left out by the checks; epoll is

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # 64-bit IBM Z Linux (glibc), big-endian, with Debian's gcc-s390x-linux-gnu;
 # its programs run here under qemu-user.
 set(CMAKE_SYSTEM_PROCESSOR s390x)

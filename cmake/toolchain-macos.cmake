@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Cross-compiling for macOS with Zig's C compiler, whose libc holds Apple's
 # headers and whose linker writes Mach-O:
 #

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # 64-bit Windows with Debian's mingw-w64 (gcc-mingw-w64-x86-64); its programs
 # run here under Wine (wine64), which ctest uses as the emulator. The build
 # sees only the target's libraries: pkg-config looks in PROACT_WINDOWS_PREFIX

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check - helpers shared by the example checkers; see check.h.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check - what the example checkers (proxy_check, http_check) share: failing
  * with the servers killed, blocking loopback sockets with time limits, and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * echo_load - a load client for echo_server (or any echo server).
  *

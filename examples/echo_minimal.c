@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * echo_minimal.c - the README's quick-start echo server, on port 9000.
  * Accepts through the watcher, reads into pool buffers, writes them back

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * http_check - checks examples/http_server end to end over loopback sockets.
  *

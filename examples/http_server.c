@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * http_server - an HTTP/1.1 server on proact: keep-alive, pipelining, HEAD,
  * a fixed reply at "/" and files from a directory, in bounded memory.

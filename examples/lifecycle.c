@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * lifecycle.c - a server and a client on one watcher, in one thread, with no
  * blocking call: accept, connect, write, read, shutdown_write, free.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * proxy - a TCP proxy on proact, with back-pressure.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * proxy_check - checks examples/proxy end to end over loopback sockets.
  *

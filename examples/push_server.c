@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * push_server - gaio's push server, in C on proact.
  *

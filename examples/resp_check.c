@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * resp_check - checks examples/resp_server over loopback, byte for byte.
  *

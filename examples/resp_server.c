@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * resp_server - a Redis-protocol server on proact: RESP2 and inline
  * commands over a string keyspace with expiry.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * tls_echo - the echo server over TLS, on proact and its TLS layer.
  *

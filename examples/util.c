@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * util - helpers shared by the example programs; see util.h.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * util - what the example servers and clients share: option parsing, the
  * descriptor limit, listening sockets, stop signals, and the request

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_model.h - the reference model the fuzz harness checks proact against.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_ops.h - the input format of proact_fuzz, shared with the seed writer.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * proact_fuzz.c - libFuzzer harness: each input becomes a sequence of proact
  * calls and peer-side syscalls over a few socket pairs on one watcher (format

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * tls_fuzz.c - arbitrary bytes from the "network" into the TLS layer.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * proact.h - a proactor for sockets the program already has.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * proact_tls.h - TLS over proact's requests (library proact_tls, pkg-config
  * proact-tls; OpenSSL 3).

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # cmocka-cross.sh - cmocka for a target Debian builds it not for (macOS,
 # Windows), so that the test programs link into its executables: Debian's
 # source package of cmocka (the version the host's libcmocka-dev has),

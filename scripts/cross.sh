@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # cross.sh - build proact for other targets and run it where it can run here.
 #
 #   scripts/cross.sh [--quick] [--skip-unavailable] TARGET...

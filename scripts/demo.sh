@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # demo.sh - build proact and show its echo server at work.
 #
 #  1. installs missing build dependencies (scripts/deps.sh);

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # deps.sh - install what proact needs to build and test, on Debian 12.
 #
 # Checks each package with dpkg first and touches the network only when

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # fuzz.sh [SECONDS] [BACKEND...] - build the libFuzzer harness (fuzz/) with
 # clang, ASan and UBSan, and run it for SECONDS (default 30) on each backend
 # (default: epoll, io_uring when liburing is there, and kqueue over the

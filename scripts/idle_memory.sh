@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # idle_memory.sh - memory per idle connection of examples/echo_server.
 #
 #   scripts/idle_memory.sh [N] [BACKEND...]     (defaults: 19000, epoll io_uring)

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The long integrity soak: builds Release and runs tests/test_soak for the
 # given number of seconds (default 600) on every backend this build has.
 # Each run ends with one "soak <backend>: ..." summary line.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds and runs the whole test suite: every test program on every backend
 # this machine has, first in a normal build, then under ASan+UBSan, the
 # threaded ones under TSan. The kqueue backend runs here too, in builds of

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # valgrind.sh [BACKEND...] - the test suite under valgrind memcheck.
 #
 # Builds a Debug tree without sanitizers (valgrind and ASan do not mix) and

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # zig.sh - make Zig's C compiler available for the cross builds, and print
 # the absolute path of the zig executable on stdout (messages go to stderr).
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * platform.h - what the core needs from the system beyond standard C: the
  * waiting thread's identity, the socket type's mapping to the core's fd

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ready.c - I/O for the readiness backends (epoll, kqueue): the head request
  * of a direction is performed at once, without blocking.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * request.c - registrations, per-fd queues and the completion engine.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * send.c - the non-blocking send every backend uses: the readiness
  * backends (epoll, kqueue) for every write, io_uring for a write that finds

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * strerror.c - texts for the errno values proact documents, in the sense the
  * library gives them, and for the errors the kernel gives requests. One

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * timer.c - deadlines in a binary min-heap: O(log n) insert and removal,
  * O(1) for the nearest deadline. Each request remembers its heap position so

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * watcher.c - the public API: watcher lifecycle, submission entry points and
  * proact_wait, the loop in which the waiting thread drives all I/O.

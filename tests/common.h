@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Shared helpers for the test programs: real sockets over loopback and
  * socketpairs, and a loop that collects completions with a time bound.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks DESIGN rule 11 (backends): the backend named by PROACT_BACKEND is the
  * one a default watcher runs on; proact_backend() names a known backend;

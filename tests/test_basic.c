@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks that the basic request cycle works on the backend under test: a
  * write completes with its size, a NULL-buffer read gets a pool buffer with

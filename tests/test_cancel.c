@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks DESIGN rules 1 (delegation: free closes, detach hands the fd back,
  * a reused fd number is a new registration that no stale completion reaches)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks that deadlines follow DESIGN rule 6: they are absolute CLOCK_MONOTONIC
  * times; an expired request completes with ETIMEDOUT and the bytes it moved

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks that rules 2, 3, 4 and 5 hold together under load: 100 MiB go
  * through a proact echo loop (read -> write back -> read again, the server

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks DESIGN rule 12 (errors): every bad input gets the exact negative
  * errno the header documents, never a crash, and produces no completion:

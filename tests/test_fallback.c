@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks that the automatic backend choice falls back to epoll when the
  * kernel refuses io_uring (rule 11): a child process installs a seccomp

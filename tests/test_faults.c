@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks that failures injected on purpose leave the contract intact: no
  * byte lost, duplicated, reordered or corrupted, every request completed

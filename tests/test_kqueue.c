@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks what only the kqueue backend does (rule 11): registrations wait in
  * a changelist that goes to the kernel with the next kevent() call, so a

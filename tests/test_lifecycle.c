@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The life of a connection as requests: accept (with the peer address, and
  * out of descriptors without spinning or losing the listener), connect (IPv4,

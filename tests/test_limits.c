@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks DESIGN rule 10 (back-pressure): with max_pending_per_fd = 8 the 9th
  * request on an fd returns -EAGAIN (other fds unaffected) and produces no

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks DESIGN rule 12 as a table: every public function of proact.h
  * against every bad input we could think of, each row expecting the exact

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks that completions and bytes keep submission order, DESIGN rule 4:
  *   - 1,000 reads (small user buffers) and 1,000 writes queued at once on one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks that misbehaving peers get the answers DESIGN rules 2, 3, 6 and 12
  * promise, over real loopback TCP:

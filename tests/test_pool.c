@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks the pool buffers of DESIGN rule 5 (and the pool errors of rule 12):
  *   - with a small pool (4 buffers of 1 KiB), 1,000 connections each send a

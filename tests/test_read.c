@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks that reads behave as DESIGN rule 2 says (with the pool side of rule 5
  * for a NULL-buffer read and the bad-input side of rule 12):

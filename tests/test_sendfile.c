@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks that file sends behave as DESIGN rule 14 says, a write in every
  * respect (rules 3, 4, 6 and 7):

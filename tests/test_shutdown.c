@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks DESIGN rule 8 (watcher shutdown, then destroy): shutdown from another
  * thread makes a blocked proact_wait return -ESHUTDOWN; pending requests on

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks, for a bounded time, that nothing is lost or leaked under a mixed
  * load (DESIGN rules 2-7 and 12 together): a proact echo server in this

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks the watcher's counters (proact_stats) over real sockets: requests
  * submitted and completed per op, failures, descriptors registered now and

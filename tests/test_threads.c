@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks DESIGN rule 9 (threads): submissions, free and detach from several
  * threads at once while another thread waits; every completion arrives, the

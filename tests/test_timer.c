@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks that timers follow DESIGN rule 13: a timer fires once, never before
  * its deadline, as a PROACT_OP_TIMER completion in the batch (fd -1, error

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks that writes behave as DESIGN rule 3 says (with the bad-input side of
  * rule 12):

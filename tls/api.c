@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * api.c - the connection calls of proact_tls.h: making a connection, its
  * requests, free, and what a program may ask of it.

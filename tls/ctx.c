@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ctx.c - TLS contexts (an SSL_CTX and the ALPN list), and what OpenSSL's
  * callbacks tell about a connection.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ktls.c - handing a connection's records to the kernel (the "tls" ULP).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * layer.c - the TLS layer on a watcher: request nodes, the deadline heap,
  * output buffers, the read buffers of NULL-buffer reads, and

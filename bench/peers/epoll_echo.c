@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * epoll_echo - the raw epoll echo (and push) server: the practical limit for
  * a readiness loop, written the way a careful C programmer would.

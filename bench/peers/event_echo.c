@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * event_echo - the libevent echo (and push) server, in libevent's idiom.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * peer.h - what every benchmark server shares: the command line, the
  * listener, the "listening on" line, the fd limit and the stop signal.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * proact_echo - the benchmark's echo (and push) server on proact.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * uring_echo - the raw io_uring echo (and push) server: the practical limit
  * for a completion loop on Linux, in the idiom liburing's examples use.

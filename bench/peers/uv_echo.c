@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * uv_echo - the libuv echo (and push) server, in libuv's documented idiom.
  *

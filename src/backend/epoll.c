@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * epoll.c - the readiness backend: edge-triggered epoll.
  *

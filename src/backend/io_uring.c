@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * io_uring.c - the completion backend: io_uring through liburing.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * io_uring_fault.c - test-only faults for the io_uring backend.
  *

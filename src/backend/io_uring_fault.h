@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * io_uring_fault.h - test-only fault injection in the io_uring backend.
  *

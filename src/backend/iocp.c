@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * iocp.c - the completion backend of Windows: I/O completion ports.
  *

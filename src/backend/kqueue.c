@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * kqueue.c - the readiness backend of the BSDs and macOS: kqueue.
  *

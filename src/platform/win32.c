@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * win32.c - the platform layer on Windows: error codes as errno values, the
  * deadline clock, the pool's memory and socket registration, with Win32

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * alloc.c - allocation failures on purpose, by link-time wrapping.
  *

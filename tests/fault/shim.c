@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * shim.c - an LD_PRELOAD library that makes system calls fail on purpose.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * kqueue.c - a kqueue/kevent test double for Linux, over epoll and eventfd.
  *

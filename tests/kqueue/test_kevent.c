@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The kqueue double's own tests: the kevent(2) rules the kqueue backend
  * relies on, over real sockets (socketpairs and loopback TCP), pipes and a

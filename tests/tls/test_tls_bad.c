@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks that bad input ends that connection alone, with a clear error and
  * nothing lost (DESIGN rules 12 and 15): bytes that are not a ClientHello,

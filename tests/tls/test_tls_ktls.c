@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks the kTLS handoff as far as a kernel without the tls ULP allows:
  *   - the probe answers once per process, the same each time, and leaves no

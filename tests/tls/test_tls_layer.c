@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks the TLS layer's request rules with both ends in the process:
  *   - 8 MiB each way at once, writev of odd segments one way, NULL-buffer

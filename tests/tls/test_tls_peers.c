@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Checks the TLS layer against real peers over loopback, with certificates
  * made at run time (DESIGN rule 15):

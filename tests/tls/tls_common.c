@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "tls_common.h"
 
 #include <errno.h>

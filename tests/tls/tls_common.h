@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * What the TLS tests share: certificates made at run time, a layer on the
  * watcher of the backend under test, connected TLS pairs inside the

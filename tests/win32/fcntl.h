@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The fcntl calls the tests make, for sockets (see sys/socket.h here):
  * O_NONBLOCK is what the tests set (Winsock cannot report a socket's mode),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* poll over WSAPoll, sockets only (see sys/socket.h here). WSAPoll refuses
    an empty set, which the tests use as a sleep, and poll skips negative
    fds, which WSAPoll may not: those are left out of the set it gets. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Windows raises no SIGPIPE: the tests' checks that none is raised hold
  * there by themselves. A signal set for those checks, always empty

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* setenv and unsetenv over the C runtime's _putenv_s, which the library's
    getenv reads (an empty value removes the variable there). */
 #ifndef PROACT_TEST_WIN32_STDLIB_H

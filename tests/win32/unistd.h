@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Windows has no alarm(): ctest's timeout is the bound on a stuck test
    there. */
 #ifndef PROACT_TEST_WIN32_UNISTD_H

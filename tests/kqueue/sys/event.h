@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sys/event.h - FreeBSD's kevent(2) API for the kqueue test double.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The POSIX socket names the test programs use, over Winsock, so that one
  * suite runs on every platform (Windows builds of the tests only). Sockets

@@ -180,17 +180,23 @@ void proact__pool_trim(struct proact_watcher *w, uint64_t now)
 	p->trim_at = p->ndirty > p->hot ? now + PROACT__POOL_TRIM_NS : 0;
 }
 
+/* Buffer idx now holds data: one reference, and the high-water mark. */
+static void hold_new(struct proact__pool *p, uint32_t idx)
+{
+	proact__pool_dirty(p, idx);
+	p->refs[idx] = 1;
+	p->navail--;
+	if (p->count - p->navail > p->high)
+		p->high = p->count - p->navail;
+}
+
 int32_t proact__pool_take(struct proact_watcher *w, void **ptr)
 {
 	struct proact__pool *p = &w->pool;
 	if (p->nstack == 0)
 		return -1;
 	uint32_t idx = proact__pool_pop(p);
-	proact__pool_dirty(p, idx);
-	p->refs[idx] = 1;
-	p->navail--;
-	if (p->count - p->navail > p->high)
-		p->high = p->count - p->navail;
+	hold_new(p, idx);
 	*ptr = proact__pool_addr(p, (int32_t)idx);
 	return (int32_t)idx;
 }
@@ -207,12 +213,7 @@ void proact__pool_untake(struct proact_watcher *w, int32_t idx)
 /* The kernel filled buffer idx from the ring: it is held from now on. */
 void proact__pool_claim(struct proact_watcher *w, int32_t idx)
 {
-	struct proact__pool *p = &w->pool;
-	proact__pool_dirty(p, (uint32_t)idx);
-	p->refs[idx] = 1;
-	p->navail--;
-	if (p->count - p->navail > p->high)
-		p->high = p->count - p->navail;
+	hold_new(&w->pool, (uint32_t)idx);
 }
 
 /*

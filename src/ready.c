@@ -94,8 +94,10 @@ static int accept_nb(int lfd, struct sockaddr *addr, socklen_t *len)
 #endif
 }
 
-static PROACT__NOINLINE ssize_t do_accept(struct proact__fd *f, struct proact__req *r)
+static PROACT__NOINLINE ssize_t do_accept(struct proact_watcher *w, struct proact__fd *f,
+                                          struct proact__req *r)
 {
+	w->stats.io_calls++;
 	for (;;) {
 		socklen_t len = r->addrlen;
 		int fd = accept_nb(f->fd, r->addr, r->addr ? &len : NULL);
@@ -113,8 +115,10 @@ static PROACT__NOINLINE ssize_t do_accept(struct proact__fd *f, struct proact__r
 }
 
 /* Starts a connect; later calls learn whether it finished (the socket became writable). */
-static PROACT__NOINLINE ssize_t do_connect(struct proact__fd *f, struct proact__req *r)
+static PROACT__NOINLINE ssize_t do_connect(struct proact_watcher *w, struct proact__fd *f,
+                                           struct proact__req *r)
 {
+	w->stats.io_calls++;
 	if (!(r->flags & PROACT__R_STARTED)) {
 		r->flags |= PROACT__R_STARTED;
 		if (connect(f->fd, r->addr, r->addrlen) == 0)
@@ -146,15 +150,14 @@ ssize_t proact__ready_io(struct proact_watcher *w, struct proact__fd *f, int dir
 {
 	if (!f->ready[dir])
 		return PROACT__WAIT;
-	if (r->op != PROACT_OP_READ && r->op != PROACT_OP_RECVFROM)
-		w->stats.io_calls++; /* do_read counts its own: it may make none */
 	if (r->op == PROACT_OP_CONNECT)
-		return do_connect(f, r);
+		return do_connect(w, f, r);
 	if (r->op == PROACT_OP_ACCEPT)
-		return do_accept(f, r);
+		return do_accept(w, f, r);
 	ssize_t n;
 	size_t asked;
 	if (dir == PROACT__WR) {
+		w->stats.io_calls++;
 		struct proact__sent s = proact__send_head(f, r);
 		n = s.n;
 		asked = s.asked;

@@ -163,6 +163,6 @@ struct proact__sent proact__send_head(const struct proact__fd *f, const struct p
 			s.asked = r->len - r->done;
 			s.n = send_buf(f, r, (const char *)r->buf + r->done, s.asked);
 		}
-	} while (s.n < 0 && errno == EINTR && r->op != PROACT_OP_SENDFILE);
+	} while (s.n < 0 && errno == EINTR);
 	return s;
 }

@@ -184,7 +184,7 @@ struct proact__pool {
 	uint32_t ndirty;
 	uint32_t low;
 	uint32_t low_prev; /* low of the period before: a trim takes what both left alone */
-	uint32_t hot; /* dirty buffers that may stay: what a steady load keeps using */
+	uint32_t hot;      /* dirty buffers that may stay: what a steady load keeps using */
 	uint64_t trim_at;
 	uint32_t high; /* the most buffers held at once (proact_stats) */
 };
@@ -212,6 +212,11 @@ struct proact__backend {
 	   went in; its result comes like a read's), or a negative errno. NULL
 	   if the registration reports data by itself (epoll's edges). */
 	ssize_t (*arm_read)(struct proact_watcher *w, struct proact__fd *f);
+	/* Sends what it can of a WRITE, WRITEV or SENDTO that nothing queues
+	   behind, without waiting: bytes sent, a negative errno, or
+	   PROACT__WAIT (not tried, or no room). The core completes a send the
+	   socket took whole without queueing it. NULL: never at once (iocp). */
+	ssize_t (*send_now)(struct proact_watcher *w, struct proact__fd *f, struct proact__req *r);
 	/* Asks the kernel to give back the in-flight head of a direction; its
 	   result still arrives through proact__io_done. NULL if never in flight. */
 	void (*cancel)(struct proact_watcher *w, struct proact__fd *f, int dir);
@@ -253,6 +258,9 @@ int proact__win_fd_prepare(struct proact__fd *f, int fd);
    f->ready[dir] says the kernel may have room or data. */
 ssize_t proact__ready_io(struct proact_watcher *w, struct proact__fd *f, int dir,
                          struct proact__req *r);
+
+/* ready.c: the send_now of the readiness backends (and their writes). */
+ssize_t proact__ready_send(struct proact_watcher *w, struct proact__fd *f, struct proact__req *r);
 
 /* ready.c: sets O_NONBLOCK and FD_CLOEXEC; 0, or -1 and errno. */
 int proact__nonblock_cloexec(int fd);
@@ -351,6 +359,11 @@ void proact__fd_fail(struct proact_watcher *w, struct proact__fd *f, int dir, in
    gives the read its node back. False when out of memory: the fd is paused,
    retried later, and the backend keeps the result until then. */
 bool proact__unpark_for_result(struct proact_watcher *w, struct proact__fd *f);
+/* The final result of a parked read (res bytes in pool buffer idx, 0 at the
+   end of the stream, or -errno; idx -1 if none): completed without being
+   queued. False when out of memory for its node: the fd is paused, retried
+   later, and the backend keeps the result until then. */
+bool proact__parked_done(struct proact_watcher *w, struct proact__fd *f, ssize_t res, int32_t idx);
 void proact__process_dirty(struct proact_watcher *w);
 void proact__expire(struct proact_watcher *w, uint64_t now);
 void proact__resume_paused(struct proact_watcher *w);

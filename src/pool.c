@@ -262,5 +262,6 @@ void proact__pool_unref(struct proact_watcher *w, int32_t idx)
 		w->be->pool_recycle(w, (uint32_t)idx);
 	else
 		proact__pool_push(p, (uint32_t)idx);
-	proact__pool_wake(w);
+	if (w->starved_head) /* reads wait for a buffer */
+		proact__pool_wake(w);
 }

@@ -145,6 +145,25 @@ static PROACT__NOINLINE ssize_t do_connect(struct proact_watcher *w, struct proa
 	return PROACT__WAIT;
 }
 
+ssize_t proact__ready_send(struct proact_watcher *w, struct proact__fd *f, struct proact__req *r)
+{
+	if (!f->ready[PROACT__WR])
+		return PROACT__WAIT;
+	w->stats.io_calls++;
+	struct proact__sent s = proact__send_head(f, r);
+	if (s.n < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		f->ready[PROACT__WR] = 0;
+		return PROACT__WAIT;
+	}
+	/* A short send on a stream socket: the buffer is full, the next edge
+	   says when there is room. */
+	if (s.n > 0 && (size_t)s.n < s.asked && (f->flags & PROACT__F_STREAM))
+		f->ready[PROACT__WR] = 0;
+	return s.n;
+}
+
 ssize_t proact__ready_io(struct proact_watcher *w, struct proact__fd *f, int dir,
                          struct proact__req *r)
 {
@@ -154,18 +173,13 @@ ssize_t proact__ready_io(struct proact_watcher *w, struct proact__fd *f, int dir
 		return do_connect(w, f, r);
 	if (r->op == PROACT_OP_ACCEPT)
 		return do_accept(w, f, r);
+	if (dir == PROACT__WR)
+		return proact__ready_send(w, f, r);
 	ssize_t n;
 	size_t asked;
-	if (dir == PROACT__WR) {
-		w->stats.io_calls++;
-		struct proact__sent s = proact__send_head(f, r);
-		n = s.n;
-		asked = s.asked;
-	} else {
-		do
-			n = do_read(w, f, r, &asked);
-		while (n == -1 && errno == EINTR); /* not PROACT__NOPOOL with a stale errno */
-	}
+	do
+		n = do_read(w, f, r, &asked);
+	while (n == -1 && errno == EINTR); /* not PROACT__NOPOOL with a stale errno */
 	if (n == PROACT__NOPOOL)
 		return n;
 	if (n < 0) {
@@ -174,11 +188,11 @@ ssize_t proact__ready_io(struct proact_watcher *w, struct proact__fd *f, int dir
 		f->ready[dir] = 0;
 		return PROACT__WAIT;
 	}
-	/* On a stream socket a short transfer means the kernel buffer was
-	   drained (or filled): the next edge says when to go on. Not after the
-	   peer's FIN: its edge is spent, and the next read must see the EOF. */
-	if (n > 0 && (size_t)n < asked && (f->flags & PROACT__F_STREAM) &&
-	    !(dir == PROACT__RD && (f->flags & PROACT__F_RDHUP)))
+	/* On a stream socket a short read means the kernel buffer was drained:
+	   the next edge says when to go on. Not after the peer's FIN: its edge
+	   is spent, and the next read must see the EOF. */
+	if (n > 0 && (size_t)n < asked &&
+	    (f->flags & (PROACT__F_STREAM | PROACT__F_RDHUP)) == PROACT__F_STREAM)
 		f->ready[dir] = 0;
 	return n;
 }

@@ -506,18 +506,72 @@ static void arm_parked(struct proact_watcher *w, struct proact__fd *f)
 	account(w, f->head[PROACT__RD], n);
 }
 
-/* A parked read goes back to work when data may be there (or waits for memory). */
-static bool unpark_ready(struct proact_watcher *w, struct proact__fd *f)
+/* A parked read's result, n bytes or -errno, completes it from node r. */
+static void parked_end(struct proact_watcher *w, struct proact__fd *f, struct proact__req *r,
+                       ssize_t n)
+{
+	r->done = n > 0 ? (size_t)n : 0;
+	r->error = n < 0 ? (int)-n : 0;
+	r->f = NULL;
+	f->pending--;
+	w->pending--;
+	proact__done_push(w, r);
+}
+
+/*
+ * A parked read when data may be there: it runs from a node that joins the
+ * queue only if it must wait for the kernel or a buffer. Data there
+ * completes it at once (a parked read is never FULL: any result ends it);
+ * none leaves it parked.
+ */
+static void read_parked(struct proact_watcher *w, struct proact__fd *f)
 {
 	if (!f->ready[PROACT__RD]) {
 		if (!f->inflight[PROACT__RD])
 			arm_parked(w, f);
+		return;
+	}
+	struct proact__req *r = proact__req_alloc(w);
+	if (!r) {
+		pause_fd(w, f); /* retried when memory may be there again */
+		return;
+	}
+	parked_req(w, f, r);
+	ssize_t n = w->be->io(w, f, PROACT__RD, r);
+	if (n == PROACT__WAIT || n == PROACT__ARMED) {
+		f->inflight[PROACT__RD] = n == PROACT__ARMED;
+		proact__req_release(w, r);
+		return;
+	}
+	f->flags &= (uint16_t)~PROACT__F_PARKED;
+	f->parked_ctx = NULL;
+	if (n == PROACT__INFLIGHT || n == PROACT__NOPOOL) {
+		queue_push(f, PROACT__RD, r);
+		if (n == PROACT__INFLIGHT)
+			f->inflight[PROACT__RD] = 1;
+		else
+			mark_starved(w, f, false);
+		return;
+	}
+	parked_end(w, f, r, n);
+}
+
+bool proact__parked_done(struct proact_watcher *w, struct proact__fd *f, ssize_t res, int32_t idx)
+{
+	struct proact__req *r = proact__req_alloc(w);
+	if (!r) {
+		pause_fd(w, f);
 		return false;
 	}
-	if (unpark(w, f))
-		return true;
-	pause_fd(w, f);
-	return false;
+	parked_req(w, f, r);
+	if (idx >= 0) {
+		r->buf = proact__pool_addr(&w->pool, idx);
+		r->pool = idx;
+	}
+	f->flags &= (uint16_t)~PROACT__F_PARKED;
+	f->parked_ctx = NULL;
+	parked_end(w, f, r, res);
+	return true;
 }
 
 void proact__fd_fail(struct proact_watcher *w, struct proact__fd *f, int dir, int error)
@@ -529,9 +583,12 @@ void proact__fd_fail(struct proact_watcher *w, struct proact__fd *f, int dir, in
 
 void proact__progress(struct proact_watcher *w, struct proact__fd *f, int dir)
 {
+	if (dir == PROACT__RD && (f->flags & PROACT__F_PARKED) && f->state == PROACT__FD_ACTIVE &&
+	    !f->inflight[PROACT__RD]) {
+		read_parked(w, f); /* alone in its queue: nothing follows it */
+		return;
+	}
 	while (f->state == PROACT__FD_ACTIVE && !f->inflight[dir]) {
-		if (dir == PROACT__RD && (f->flags & PROACT__F_PARKED) && !unpark_ready(w, f))
-			return;
 		struct proact__req *r = f->head[dir];
 		if (!r || held_back(f, dir, r))
 			return;
@@ -1050,6 +1107,29 @@ static bool park_at_once(const struct proact_watcher *w, const struct proact__fd
 	       !(f->flags & (PROACT__F_PARKED | PROACT__F_CONNECT));
 }
 
+/* A send that nothing queues behind, on the waiting thread (which does the
+   I/O): tried before it joins its queue (never a file's range: its
+   backends wait in their own ways). */
+static bool send_at_once(const struct proact_watcher *w, const struct proact__fd *f,
+                         const struct proact__req *r, bool on_waiter)
+{
+	return on_waiter && w->be->send_now && !f->head[PROACT__WR] &&
+	       (r->op == PROACT_OP_WRITE || r->op == PROACT_OP_WRITEV ||
+	        r->op == PROACT_OP_SENDTO) &&
+	       !(f->flags & (PROACT__F_CUT | PROACT__F_CONNECT));
+}
+
+/* The socket took the whole send, or refused it: it completes without
+   having been queued. */
+static void done_at_once(struct proact_watcher *w, struct proact__req *r, ssize_t n)
+{
+	if (r->heap_idx != PROACT__NO_HEAP)
+		proact__heap_remove(&w->heap, r);
+	r->error = n < 0 ? (int)-n : 0;
+	r->f = NULL;
+	proact__done_push(w, r);
+}
+
 /* A request is first in its queue: the waiting thread starts it at once,
    another thread leaves it to the waiter. */
 static void start(struct proact_watcher *w, struct proact__fd *f, int dir, bool on_waiter)
@@ -1109,6 +1189,16 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 	}
 	int dir = dir_of(r);
 	r->f = f;
+	if (send_at_once(w, f, r, on_waiter)) {
+		ssize_t n = w->be->send_now(w, f, r);
+		if (n == (ssize_t)r->len || (n < 0 && n != PROACT__WAIT)) {
+			r->done = n > 0 ? (size_t)n : 0;
+			done_at_once(w, r, n);
+			return 0;
+		}
+		if (n > 0)
+			r->done = (size_t)n;
+	}
 	queue_push(f, dir, r);
 	if (r->op == PROACT_OP_CONNECT)
 		f->flags |= PROACT__F_CONNECT;
@@ -1120,6 +1210,23 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 }
 
 /* ---- delivery ---- */
+
+/* What only accepts, datagrams and full reads have. */
+static void fill_rare(struct proact_completion *c, const struct proact__req *r)
+{
+	if (r->op == PROACT_OP_ACCEPT) {
+		c->newfd = proact__sock(r->error ? -1 : (int)r->done);
+		c->size = 0;
+	}
+	if ((r->op == PROACT_OP_ACCEPT || r->op == PROACT_OP_RECVFROM) && r->addr && !r->error)
+		c->addrlen = r->addrlen;
+	if (r->flags & PROACT__R_TRUNC) {
+		c->flags |= PROACT_COMP_TRUNC;
+		c->addrlen = r->addr ? r->addrlen : 0;
+	}
+	if ((r->flags & PROACT_FULL) && r->op == PROACT_OP_READ)
+		c->flags |= PROACT_COMP_FULL;
+}
 
 int proact__deliver(struct proact_watcher *w, struct proact_completion *out, int max)
 {
@@ -1141,19 +1248,8 @@ int proact__deliver(struct proact_watcher *w, struct proact_completion *out, int
 		    .size = r->done,
 		    .newfd = proact__sock(-1),
 		};
-		if (r->op == PROACT_OP_ACCEPT) {
-			c->newfd = proact__sock(r->error ? -1 : (int)r->done);
-			c->size = 0;
-		}
-		if ((r->op == PROACT_OP_ACCEPT || r->op == PROACT_OP_RECVFROM) && r->addr &&
-		    !r->error)
-			c->addrlen = r->addrlen;
-		if (r->flags & PROACT__R_TRUNC) {
-			c->flags |= PROACT_COMP_TRUNC;
-			c->addrlen = r->addr ? r->addrlen : 0;
-		}
-		if ((r->flags & PROACT_FULL) && r->op == PROACT_OP_READ)
-			c->flags |= PROACT_COMP_FULL;
+		if (r->flags || r->op == PROACT_OP_ACCEPT || r->op == PROACT_OP_RECVFROM)
+			fill_rare(c, r);
 		if (r->pool >= 0)
 			c->flags |= PROACT_COMP_POOL;
 		if (r->pool >= 0 || r->holds_pool) {

@@ -12,7 +12,12 @@
  *   - a zero-length write or writev (and the other malformed writes) returns
  *     -EINVAL and produces no completion, never a spurious EOF;
  *   - a write to a peer that closed completes with EPIPE/ECONNRESET and does
- *     not kill the process with SIGPIPE.
+ *     not kill the process with SIGPIPE;
+ *   - writes the socket takes whole when they are submitted (by the waiting
+ *     thread, nothing queued before them) complete once each, in order, with
+ *     no deadline firing after, and a pool buffer echoed that way stays
+ *     held until its write's completion was delivered; a write the socket
+ *     takes only part of goes on from the queue, and one behind it waits.
  */
 #include "common.h"
 
@@ -390,13 +395,107 @@ static void test_write_closed_peer(void **state)
 	assert_int_equal(t_fd_count(), fd0);
 }
 
+static size_t pool_in_use(proact_watcher *w)
+{
+	struct proact_stats st;
+	assert_int_equal(proact_stats(w, &st), 0);
+	return st.pool_in_use;
+}
+
+static void test_write_at_once(void **state)
+{
+	(void)state;
+	int fd0 = t_fd_count();
+	proact_watcher *w = t_watcher(NULL);
+	struct proact_completion c[8];
+	int t[2];
+	t_tcp_pair(t);
+	t_set_timeouts(t[1], 20);
+	assert_int_equal(proact_wait(w, c, 8, 0), 0); /* this thread is the waiter now */
+
+	static uint8_t buf[3000], got[3000];
+	t_fill(buf, sizeof(buf), 71, 0);
+	uint64_t deadline = proact_deadline_in(30);
+	struct iovec iov[2] = {{buf + 1000, 400}, {buf + 1400, 600}};
+	struct proact_request q[3] = {
+	    {.fd = t[0],
+	     .op = PROACT_OP_WRITE,
+	     .buf = buf,
+	     .len = 1000,
+	     .deadline = deadline,
+	     .ctx = (void *)1},
+	    {.fd = t[0], .op = PROACT_OP_WRITEV, .iov = iov, .iovcnt = 2, .ctx = (void *)2},
+	    {.fd = t[0],
+	     .op = PROACT_OP_WRITE,
+	     .buf = buf + 2000,
+	     .len = 1000,
+	     .deadline = deadline,
+	     .ctx = (void *)3},
+	};
+	assert_int_equal(proact_submit(w, q, 3), 3);
+	assert_int_equal(t_collect(w, c, 3, TIMEOUT_MS), 3);
+	for (int i = 0; i < 3; i++) {
+		assert_ptr_equal(c[i].ctx, (void *)(intptr_t)(i + 1));
+		assert_int_equal(c[i].error, 0);
+		assert_int_equal(c[i].size, 1000);
+	}
+	usleep(60000); /* past the deadlines: nothing more comes */
+	assert_int_equal(proact_wait(w, c, 8, 20), 0);
+	t_read_all(t[1], got, sizeof(got));
+	assert_int_equal(t_check(got, sizeof(got), 71, 0), -1);
+	assert_no_more(t[1]);
+
+	/* A pool buffer echoed at once. */
+	t_write_all(t[1], buf, 100);
+	assert_int_equal(proact_read(w, t[0], NULL, 0, NULL), 0);
+	assert_int_equal(t_collect(w, c, 1, TIMEOUT_MS), 1);
+	assert_true(c[0].flags & PROACT_COMP_POOL);
+	assert_int_equal(c[0].size, 100);
+	void *p = c[0].buf;
+	assert_int_equal(proact_write(w, t[0], p, 100, (void *)4), 0);
+	assert_int_equal(t_collect(w, c, 1, TIMEOUT_MS), 1);
+	assert_ptr_equal(c[0].ctx, (void *)4);
+	assert_ptr_equal(c[0].buf, p);
+	assert_int_equal(c[0].size, 100);
+	assert_int_equal(pool_in_use(w), 1); /* until the next wait */
+	assert_int_equal(proact_wait(w, c, 8, 0), 0);
+	assert_int_equal(pool_in_use(w), 0);
+	t_read_all(t[1], got, 100);
+	assert_int_equal(t_check(got, 100, 71, 0), -1);
+
+	/* Part at once, the rest from the queue; the next write waits its turn. */
+	t_small_bufs(t[0], t[1]);
+	size_t big_len = 4u << 20;
+	uint8_t *big = malloc(big_len);
+	assert_non_null(big);
+	t_fill(big, big_len, 72, 0);
+	t_fill(buf, 1000, 72, big_len);
+	struct reader r = {.fd = t[1], .seed = 72, .want = big_len + 1000, .chunk = 65536};
+	assert_int_equal(proact_write(w, t[0], big, big_len, (void *)5), 0);
+	assert_int_equal(proact_write(w, t[0], buf, 1000, (void *)6), 0);
+	reader_start(&r);
+	assert_int_equal(t_collect(w, c, 2, TIMEOUT_MS), 2);
+	pthread_join(r.th, NULL);
+	assert_ptr_equal(c[0].ctx, (void *)5);
+	assert_int_equal(c[0].size, big_len);
+	assert_ptr_equal(c[1].ctx, (void *)6);
+	assert_int_equal(c[1].size, 1000);
+	assert_int_equal(c[0].error | c[1].error, 0);
+	assert_int_equal(r.bad, -1);
+	assert_int_equal(atomic_load(&r.got), big_len + 1000);
+	free(big);
+
+	proact_watcher_destroy(w);
+	close(t[1]);
+	assert_int_equal(t_fd_count(), fd0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_write_big_slow_peer),
-	    cmocka_unit_test(test_writev_big),
-	    cmocka_unit_test(test_write_zero_length),
-	    cmocka_unit_test(test_write_closed_peer),
+	    cmocka_unit_test(test_write_big_slow_peer), cmocka_unit_test(test_writev_big),
+	    cmocka_unit_test(test_write_zero_length),   cmocka_unit_test(test_write_closed_peer),
+	    cmocka_unit_test(test_write_at_once),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -155,6 +155,7 @@ const struct proact__backend proact__backend_epoll = {
     .fd_add = ep_fd_add,
     .fd_remove = ep_fd_remove,
     .io = proact__ready_io,
+    .send_now = proact__ready_send,
     .arm_read = NULL, /* the registration reports the next edge */
     .cancel = NULL,   /* nothing of a request is ever in the kernel */
     .poll = ep_poll,

@@ -860,6 +860,20 @@ static ssize_t sendfile_io(struct uring_state *s, struct proact__fd *f, struct p
 	return PROACT__INFLIGHT;
 }
 
+/* The core's send_now: a send straight from the submitting call while the
+   socket has room and this round's direct sends last; PROACT__WAIT sends
+   it through the ring. */
+static ssize_t ur_send_now(struct proact_watcher *w, struct proact__fd *f, struct proact__req *r)
+{
+	struct uring_state *s = state(w);
+	if (!f->ready[PROACT__WR] || s->direct_sends >= DIRECT_SENDS_PER_ROUND ||
+	    proact__ufault_on(&s->fault))
+		return PROACT__WAIT;
+	s->direct_sends++;
+	ssize_t n = send_now(s, f, r);
+	return n == PROACT__INFLIGHT ? PROACT__WAIT : n;
+}
+
 static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, struct proact__req *r)
 {
 	struct uring_state *s = state(w);
@@ -867,11 +881,9 @@ static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 		return accept_io(s, f, r);
 	if (r->op == PROACT_OP_SENDFILE)
 		return sendfile_io(s, f, r);
-	if (dir == PROACT__WR && f->ready[PROACT__WR] && r->op != PROACT_OP_CONNECT &&
-	    s->direct_sends < DIRECT_SENDS_PER_ROUND && !proact__ufault_on(&s->fault)) {
-		s->direct_sends++;
-		ssize_t n = send_now(s, f, r);
-		if (n != PROACT__INFLIGHT)
+	if (dir == PROACT__WR && r->op != PROACT_OP_CONNECT) {
+		ssize_t n = ur_send_now(w, f, r);
+		if (n != PROACT__WAIT)
 			return n;
 	}
 	bool pool_read = dir == PROACT__RD && !r->buf && r->op != PROACT_OP_ACCEPT;
@@ -947,6 +959,35 @@ static void poll_ready(struct proact_watcher *w, struct proact__fd *f, int dir)
 	}
 }
 
+/* The linked receive of a parked read brought data, the end of the stream
+   or an error: final, unless it was asked back. */
+static bool parked_final(const struct proact__fd *f, ssize_t res, uint32_t cflags)
+{
+	if (f->cancel[PROACT__RD] || f->state != PROACT__FD_ACTIVE)
+		return false;
+	if (cflags & IORING_CQE_F_BUFFER)
+		return true;
+	return res <= 0 && res != -ENOBUFS && res != -EAGAIN && res != -EINTR;
+}
+
+/* A parked read's final result completes it at once, never queued; out of
+   memory for its node, the result is kept until the fd is resumed. */
+static void parked_result(struct proact_watcher *w, struct proact__fd *f, ssize_t res,
+                          uint32_t cflags)
+{
+	bool buffer = cflags & IORING_CQE_F_BUFFER;
+	int32_t bid = buffer ? (int32_t)(cflags >> IORING_CQE_BUFFER_SHIFT) : -1;
+	if (!proact__parked_done(w, f, res, bid)) {
+		hold_result(w, f, res, cflags);
+		return;
+	}
+	if (buffer)
+		ring_took(w, bid);
+	f->inflight[PROACT__RD] = 0;
+	if (f->flags & PROACT__F_STREAM) /* drained unless it filled the buffer */
+		f->ready[PROACT__RD] = res == 0 || res >= (ssize_t)w->pool.size;
+}
+
 static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uring_cqe *cqe)
 {
 	int dir = (int)(ud >> 56) == KIND_READ ? PROACT__RD : PROACT__WR;
@@ -961,6 +1002,10 @@ static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uri
 	}
 	if (dir == PROACT__RD && f->ready[PROACT__RD] == LINKED) {
 		f->ready[PROACT__RD] = 1; /* as after a poll's result; streams learn more below */
+		if ((f->flags & PROACT__F_PARKED) && parked_final(f, res, cqe->flags)) {
+			parked_result(w, f, res, cqe->flags);
+			return;
+		}
 		if ((f->flags & PROACT__F_PARKED) && !proact__unpark_for_result(w, f)) {
 			hold_result(w, f, res, cqe->flags);
 			return;
@@ -1191,6 +1236,7 @@ const struct proact__backend proact__backend_uring = {
     .fd_add = ur_fd_add,
     .fd_remove = ur_fd_remove,
     .io = ur_io,
+    .send_now = ur_send_now,
     .arm_read = ur_arm_read,
     .cancel = ur_cancel,
     .poll = ur_poll,

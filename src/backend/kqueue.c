@@ -363,6 +363,7 @@ const struct proact__backend proact__backend_kqueue = {
     .fd_add = kq_fd_add,
     .fd_remove = kq_fd_remove,
     .io = kq_io,
+    .send_now = proact__ready_send, /* WAIT: the queued write rewatches if it must */
     .arm_read = kq_arm_read,
     .cancel = NULL, /* nothing of a request is ever in the kernel */
     .poll = kq_poll,

@@ -70,4 +70,5 @@ echo "== benchmark smoke (bench/run.sh --quick: every scenario once, no threshol
 # Fails only if a load run fails, which includes any echo that differs from
 # what was sent; the figures go to build/bench-smoke, not bench/results.
 bash bench/run.sh --quick --out build/bench-smoke
+bash bench/server_cpu.sh 1 100 20 # the CPU-per-round-trip script, once, small
 echo "== all tests passed =="

@@ -30,26 +30,29 @@
  * handler, because proact_wakeup() is not async-signal-safe; and no thread
  * waits in sigwait(), because under valgrind a thread blocked in
  * io_uring_enter() keeps the other threads from running, so only a
- * completion on its own ring reliably wakes it.
+ * completion on its own ring reliably wakes it. SIGUSR1 prints the
+ * watchers' counters; they are printed at exit too.
+ *
+ * On Windows (the iocp backend) the program is the same; util.c differs:
+ * there is no SO_REUSEPORT, so with --threads N the first watcher alone
+ * accepts and hands the new sockets to the N watchers in turn; Ctrl-C,
+ * Ctrl-Break or closing the console stops the server (a console handler
+ * raises the flag and wakes the watchers); there is no SIGUSR1, so the
+ * counters are printed at exit only.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
 #include <inttypes.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "proact.h"
-#include "util.h"
+#include "util.h" /* and the socket headers of the platform */
 
 #define POOL_BUF_SIZE 16384 /* pool buffer size, and the length of a NULL-buffer read */
 #define ACCEPTS       16    /* accepts pending per listener: a burst needs fewer rounds */
@@ -62,7 +65,7 @@ struct link {
 
 struct conn {
 	struct link link; /* first: a struct link * of a conn is the conn */
-	int fd;
+	proact_socket fd;
 	bool closing;        /* proact_free was called; wait for PROACT_OP_FREE */
 	unsigned char buf[]; /* --buffer mode only */
 };
@@ -85,8 +88,10 @@ struct options {
 static atomic_uint_fast64_t open_conns, peak_conns;
 static struct server sv[MAX_THREADS]; /* large (the batches) */
 
-static const char usage_text[] = "usage: echo_server [--host ADDR] [--port N] [--backend NAME] "
-                                 "[--buffer BYTES] [--threads N]\n";
+static const char usage_text[] =
+    "usage: echo_server [--host ADDR] [--port N] [--backend NAME] [--buffer BYTES] [--threads N]\n"
+    "SIGINT or SIGTERM (Windows: Ctrl-C) stops it; SIGUSR1 (not on Windows) prints the\n"
+    "counters, as does the exit.\n";
 
 static bool take_option(void *arg, const char *name, const char *v)
 {
@@ -169,12 +174,12 @@ static void count_open(void)
 		;
 }
 
-static void conn_open(struct ex_shard *sh, int fd)
+static void conn_open(struct ex_shard *sh, proact_socket fd)
 {
 	struct server *s = (struct server *)sh;
 	struct conn *c = malloc(sizeof(*c) + s->bufsize);
 	if (!c) {
-		close(fd);
+		ex_close(fd);
 		s->errors++;
 		return;
 	}
@@ -184,8 +189,8 @@ static void conn_open(struct ex_shard *sh, int fd)
 	s->accepted++;
 	count_open();
 	/* Echo is request/response: do not let Nagle hold back a short echo. */
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	int one = 1; /* Winsock takes a char pointer, POSIX a void one */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, (const void *)&one, sizeof(one));
 	queue_read(s, c);
 }
 

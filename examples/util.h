@@ -10,15 +10,27 @@
 #ifndef PROACT_EXAMPLES_UTIL_H
 #define PROACT_EXAMPLES_UTIL_H
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+/* The platform's socket names, so that a program needs none of its own:
+   Winsock on Windows (util.c starts it in ex_init). */
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#else
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #ifdef PROACT_PROG_HAVE_SIGNALFD
 #include <sys/signalfd.h>
 #endif
+#endif
 
 #include "proact.h"
+
+/* No socket: what ex_socket() and the listener calls return on failure. */
+#define EX_NO_SOCKET ((proact_socket)-1)
 
 /* ---- options ------------------------------------------------------------ */
 
@@ -64,11 +76,16 @@ typedef struct {
 } ex_siginfo;
 #endif
 
-/* A non-blocking, close-on-exec socket(), or -1 with errno set. */
-int ex_socket(int domain, int type);
+/* A non-blocking, close-on-exec socket(), or EX_NO_SOCKET with errno set
+   (on Windows: WSAGetLastError()). */
+proact_socket ex_socket(int domain, int type);
+
+/* Closes a socket proact was never given: close(), or closesocket(). */
+void ex_close(proact_socket fd);
 
 /* Raises the soft RLIMIT_NOFILE to the hard one: every connection is an fd.
-   Failure is ignored; the program then runs out of fds sooner. */
+   Failure is ignored; the program then runs out of fds sooner. Nothing on
+   Windows, whose sockets have no such limit. */
 void ex_raise_fd_limit(void);
 
 /* Resolves @host and @port (ai_flags: AI_PASSIVE for a listener) to the
@@ -79,18 +96,20 @@ int ex_resolve(const char *host, const char *port, int ai_flags, struct sockaddr
 
 /* A non-blocking listener bound to @addr with SO_REUSEADDR, and with
    @reuseport also SO_REUSEPORT (several listeners on one port, one per
-   thread). Returns the fd, or -1 after printing "PROG: listen: ERROR". */
-int ex_listen(const struct sockaddr *addr, socklen_t len, int backlog, bool reuseport);
+   thread; Windows has neither, see ex_shards_open). Returns the fd, or
+   EX_NO_SOCKET after printing "PROG: listen: ERROR". */
+proact_socket ex_listen(const struct sockaddr *addr, socklen_t len, int backlog, bool reuseport);
 
-/* ex_resolve() with AI_PASSIVE, then ex_listen(). Returns the fd, or -1
-   after printing why. */
-int ex_open_listener(const char *host, const char *port, int backlog, bool reuseport);
+/* ex_resolve() with AI_PASSIVE, then ex_listen(). Returns the fd, or
+   EX_NO_SOCKET after printing why. */
+proact_socket ex_open_listener(const char *host, const char *port, int backlog, bool reuseport);
 
 /* Prints "listening on HOST:PORT" ("[V6]:PORT") for @fd's local address and
    flushes: scripts wait for that line and take the port from it (port 0
    lets the kernel choose). Exits with status 1 if the address is unknown. */
-void ex_print_listening(int fd);
+void ex_print_listening(proact_socket fd);
 
+#ifndef _WIN32
 /* Blocks SIGINT, SIGTERM and SIGUSR1 in the calling thread (threads it
    creates later inherit the mask) and returns a non-blocking signalfd for
    them (SIGUSR1 asks for the counters, see ex_stop_signal), or -1 with
@@ -99,15 +118,18 @@ void ex_print_listening(int fd);
    a handler writes the signal's number into a pipe and this returns the
    pipe's non-blocking read end. */
 int ex_open_signalfd(void);
+#endif
 
 /* The read of @len bytes into @info that a stop signal completes. @info is
    also the ctx, so a completion whose ctx is @info is the signal. */
 struct proact_request ex_signal_read(int sfd, ex_siginfo *info, size_t len);
 
+#ifndef _WIN32
 /* Whether the completed signal read @r asks to stop: SIGINT, SIGTERM, an
    error or an end. False when it brought only SIGUSR1, which asks for the
    counters (ex_print_stats): the program prints them and reads again. */
 bool ex_stop_signal(const struct proact_completion *r);
+#endif
 
 /* Prints the watcher's counters (proact_stats) on one line to stderr,
    "PROG: stats[IDX]: ...". */
@@ -138,7 +160,7 @@ void ex_batch_flush(struct ex_batch *b);
 
 /* Submits the first accept on @lfd, which registers it: from then on the
    watcher owns and closes it. Returns 0, or the error after printing it. */
-int ex_accept_first(proact_watcher *w, int lfd);
+int ex_accept_first(proact_watcher *w, proact_socket lfd);
 
 /* Whether an accept that failed with @err may simply be resubmitted: out of
    fds or memory, proact holds the next accept back until a descriptor is
@@ -149,7 +171,7 @@ bool ex_accept_transient(int err);
    @ctx follows; -ENOENT: never registered (its first request was refused),
    so it was closed here and no completion follows; another negative errno:
    printed, no completion follows. */
-int ex_free_fd(proact_watcher *w, int fd, void *ctx);
+int ex_free_fd(proact_watcher *w, proact_socket fd, void *ctx);
 
 /* Counts a failed request: a peer that resets or breaks the pipe is a
    client event (*resets), a cancel is a close of ours (not counted), the
@@ -167,28 +189,43 @@ void ex_count_failure(int err, uint64_t *resets, uint64_t *errors);
  * first member of the program's per-thread struct, so a pointer to it is a
  * pointer to that struct. Nothing is shared between the threads but the
  * stop flag.
+ *
+ * Windows has no SO_REUSEPORT, and a socket belongs to one completion port
+ * for good: there the first shard alone listens, and hands each accepted
+ * socket to the shards in turn (a socket joins a watcher's port at its
+ * first request, so a new one can go to any). Ctrl-C, Ctrl-Break or closing
+ * the console stops the server; there is no SIGUSR1, so the counters are
+ * printed at exit only.
  */
+#ifdef _WIN32
+typedef HANDLE ex_thread;
+#else
+typedef pthread_t ex_thread;
+#endif
+
 struct ex_shard {
 	proact_watcher *w;
-	int lfd;             /* the listener */
-	int sfd;             /* the first shard: the signalfd; the others -1 */
+	proact_socket lfd;   /* the listener; EX_NO_SOCKET on Windows but the first */
+	int sfd;             /* the first shard: the signalfd; the others (and Windows) -1 */
 	bool lfd_registered; /* the watcher owns (and closes) the listener */
 	bool sfd_registered;
 	bool failed;
 	ex_siginfo sig[EX_NSIGINFO];
 	struct ex_batch reqs; /* one proact_submit per loop round */
-	pthread_t thread;
+	ex_thread thread;
 };
 
 /* Opens the signalfd (for sh[0]) and a listener per shard, all on one port
    (with port 0 the first gets one from the kernel, the others bind to it).
+   On Windows: sets the console's stop handler and opens sh[0]'s listener.
    Returns 0, or -1 after printing why. */
 int ex_shards_open(struct ex_shard *const sh[], unsigned n, const char *host, const char *port,
                    int backlog);
 
 /* Creates the shard's watcher with @po, then submits @accepts accepts on its
-   listener and, on the first shard, the signal read. @refused and @ctx go to
-   sh->reqs (see ex_shard_refused). Returns 0, or -1 after printing why. */
+   listener (if it has one) and, on the first shard, the signal read.
+   @refused and @ctx go to sh->reqs (see ex_shard_refused). Returns 0, or -1
+   after printing why. */
 int ex_shard_setup(struct ex_shard *sh, const struct proact_options *po, int accepts,
                    void (*refused)(void *ctx, const struct proact_request *r, int err), void *ctx);
 
@@ -196,7 +233,8 @@ int ex_shard_setup(struct ex_shard *sh, const struct proact_options *po, int acc
    are submitted once the round's completions are handled. */
 struct ex_shard_ops {
 	void (*round)(struct ex_shard *sh); /* before a round's completions; may be NULL */
-	void (*accepted)(struct ex_shard *sh, int fd); /* a new connection, the program's */
+	/* A new connection, the program's from now on. */
+	void (*accepted)(struct ex_shard *sh, proact_socket fd);
 	void (*completion)(struct ex_shard *sh, const struct proact_completion *c); /* the rest */
 	/* What the loop waits with, proact_wait() of sh->w when NULL (a TLS
 	   server passes proact_tls_wait() on its layer). */

@@ -45,7 +45,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/uio.h>
+#ifndef _WIN32
+#include <sys/uio.h> /* Windows: struct iovec is proact.h's */
+#endif
 
 #include "proact.h"
 
@@ -180,10 +182,11 @@ PROACT_TLS_API int proact_tls_wait(proact_tls *t, struct proact_completion *out,
  * Ignored on the server side. Copied.
  *
  * Returns 0, or -EINVAL (NULL t, out or ctx, a server_name OpenSSL refuses),
- * -EBADF (negative fd), -EEXIST (@fd already has a TLS connection on this
- * layer), -ENOMEM.
+ * -EBADF (negative fd; on Windows INVALID_SOCKET, or a handle that does not
+ * fit in an int, see proact_socket), -EEXIST (@fd already has a TLS
+ * connection on this layer), -ENOMEM.
  */
-PROACT_TLS_API int proact_tls_conn_new(proact_tls *t, proact_tls_conn **out, int fd,
+PROACT_TLS_API int proact_tls_conn_new(proact_tls *t, proact_tls_conn **out, proact_socket fd,
                                        proact_tls_ctx *ctx, const char *server_name);
 
 /**
@@ -304,8 +307,8 @@ PROACT_TLS_API int proact_tls_free(proact_tls_conn *c, void *ctx);
  */
 PROACT_TLS_API const char *proact_tls_error(const proact_tls_conn *c);
 
-/** proact_tls_fd - the socket of @c, -1 for NULL. */
-PROACT_TLS_API int proact_tls_fd(const proact_tls_conn *c);
+/** proact_tls_fd - the socket of @c, -1 (Windows: INVALID_SOCKET) for NULL. */
+PROACT_TLS_API proact_socket proact_tls_fd(const proact_tls_conn *c);
 
 /**
  * proact_tls_alpn - the protocol ALPN agreed on, once the handshake is done:
@@ -328,7 +331,7 @@ PROACT_TLS_API const char *proact_tls_version(const proact_tls_conn *c);
  *
  * proact_tls_ctx_new() asks it, unless the context has PROACT_TLS_NO_KTLS
  * or the environment variable PROACT_TLS_KTLS is "0" or "off"; with
- * PROACT_TLS_KTLS=force every connection tries the handoff without it.
+ * PROACT_TLS_KTLS=force (Linux) every connection tries the handoff without it.
  */
 PROACT_TLS_API int proact_tls_ktls_probe(void);
 
@@ -341,7 +344,9 @@ PROACT_TLS_API int proact_tls_ktls_probe(void);
  * memory BIOs, as before the handshake), PROACT_TLS_KTLS_TX, or both.
  * @why (may be NULL): unless both, why not, as static text ("no tls ULP in
  * this kernel", "kTLS off (PROACT_TLS_NO_KTLS)", "tls ULP refused: no tls
- * module in the kernel", "cipher or version not offered by kTLS"...).
+ * module in the kernel", "cipher or version not offered by kTLS"; off
+ * Linux, Windows included, "no kernel TLS on this system (the handoff is
+ * Linux's tls ULP)"...).
  *
  * The handoff happens once, when the handshake is done and OpenSSL's last
  * records went out; its completion is delivered after it. Offered: TLS 1.3

@@ -3,14 +3,17 @@
  * api.c - the connection calls of proact_tls.h: making a connection, its
  * requests, free, and what a program may ask of it.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/types.h>
+#ifdef _WIN32
+#include <ws2tcpip.h> /* inet_pton */
+#else
+#include <arpa/inet.h>
 #include <unistd.h>
+#endif
 
 #include "internal.h"
 
@@ -60,11 +63,12 @@ static int make_ssl(proact_tls *t, struct proact_tls_conn *c, const proact_tls_c
 	return server_name ? set_peer_name(c->ssl, server_name) : 0;
 }
 
-int proact_tls_conn_new(proact_tls *t, proact_tls_conn **out, int fd, proact_tls_ctx *ctx,
-                        const char *server_name)
+int proact_tls_conn_new(proact_tls *t, proact_tls_conn **out, proact_socket sock,
+                        proact_tls_ctx *ctx, const char *server_name)
 {
 	if (!t || !out || !ctx)
 		return -EINVAL;
+	int fd = tls__fdnum(sock);
 	if (fd < 0)
 		return -EBADF;
 	if (fd < t->nconns && t->conns[fd])
@@ -75,7 +79,7 @@ int proact_tls_conn_new(proact_tls *t, proact_tls_conn **out, int fd, proact_tls
 	if (!c)
 		return -ENOMEM;
 	c->t = t;
-	c->fd = fd;
+	c->fd = sock;
 	tls__list_init(&c->rd);
 	tls__list_init(&c->wr);
 	tls__list_init(&c->starve);
@@ -259,8 +263,12 @@ int proact_tls_free(proact_tls_conn *c, void *ctx)
 	c->free_req = f;
 	tls__cancel_all(c);
 	if (rc == -ENOENT) { /* never registered: no FREE will come from proact */
+#ifdef _WIN32
+		closesocket(c->fd);
+#else
 		close(c->fd);
-		t->conns[c->fd] = NULL;
+#endif
+		t->conns[tls__fdnum(c->fd)] = NULL;
 		tls__complete(f, 0);
 	}
 	return 0;
@@ -273,9 +281,9 @@ const char *proact_tls_error(const proact_tls_conn *c)
 	return c && c->error ? c->why : NULL;
 }
 
-int proact_tls_fd(const proact_tls_conn *c)
+proact_socket proact_tls_fd(const proact_tls_conn *c)
 {
-	return c ? c->fd : -1;
+	return c ? c->fd : (proact_socket)-1;
 }
 
 size_t proact_tls_alpn(const proact_tls_conn *c, const unsigned char **proto)

@@ -596,7 +596,7 @@ void tls__on_io(struct proact_tls_conn *c, const struct proact_completion *r)
 		break;
 	case PROACT_OP_FREE:
 		/* the fd number may be reused from now on */
-		c->t->conns[c->fd] = NULL;
+		c->t->conns[tls__fdnum(c->fd)] = NULL;
 		tls__complete(c->free_req, 0);
 		break;
 	default:
@@ -648,8 +648,9 @@ void tls__conn_destroy(struct proact_tls_conn *c)
 	proact_tls *t = c->t;
 	tls__list_del(&c->all);
 	tls__unstarve(c);
-	if (c->fd < t->nconns && t->conns[c->fd] == c)
-		t->conns[c->fd] = NULL;
+	int fd = tls__fdnum(c->fd);
+	if (fd >= 0 && fd < t->nconns && t->conns[fd] == c)
+		t->conns[fd] = NULL;
 	if (c->hs)
 		tls__req_free(t, c->hs);
 	free_queue(t, &c->rd);

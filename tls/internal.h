@@ -36,6 +36,18 @@
 #define IOV_MAX 1024
 #endif
 
+/* A socket's index in the layer's table of connections: the descriptor on
+   POSIX; on Windows the handle value, which proact keeps within an int (see
+   proact_socket), -1 for INVALID_SOCKET and anything larger. */
+static inline int tls__fdnum(proact_socket s)
+{
+#ifdef _WIN32
+	return s <= (proact_socket)INT32_MAX ? (int)s : -1;
+#else
+	return s;
+#endif
+}
+
 #define TLS__RECORD    16384u                /* plaintext per record, and per read buffer */
 #define TLS__OBUF_CAP  (3u * TLS__RECORD)    /* an output buffer's usual size */
 #define TLS__ROOM      (TLS__RECORD + 1024u) /* what one more record may need */
@@ -104,7 +116,7 @@ struct proact_tls_conn {
 	const char *why;           /* static text of the failure */
 	struct tls__link starve;   /* the layer's starved list, while `starved` */
 	struct tls__req *free_req; /* made by proact_tls_free(), delivered last */
-	int fd;
+	proact_socket fd;
 	int error;     /* the failure: every request completes with it */
 	bool reading;  /* a ciphertext read is pending */
 	bool sock_eof; /* the socket read returned the end of the stream */
@@ -235,7 +247,8 @@ struct tls__kinfo {
 /* Installs the keys on @fd (@rx NULL: sending side only): the
    PROACT_TLS_KTLS_* directions taken, or a negative errno (nothing taken).
    The kernel's setsockopt; tests put their own here. */
-typedef int (*tls__ktls_apply_fn)(int fd, const struct tls__kinfo *tx, const struct tls__kinfo *rx);
+typedef int (*tls__ktls_apply_fn)(proact_socket fd, const struct tls__kinfo *tx,
+                                  const struct tls__kinfo *rx);
 extern tls__ktls_apply_fn tls__ktls_apply;
 /* Whether contexts with @flags try kTLS; if not, why (static text). */
 const char *tls__ktls_mode(uint32_t flags, bool *on);
@@ -254,9 +267,9 @@ bool tls__ktls_ready(const struct proact_tls_conn *c);
 void tls__ktls_handoff(struct proact_tls_conn *c);
 void tls__ktls_drop(struct proact_tls_conn *c);
 /* close_notify as an alert record through the kernel: 0 or an errno. */
-int tls__ktls_close_notify(int fd);
+int tls__ktls_close_notify(proact_socket fd);
 /* A record that is not data stopped a kernel read: take it. 0 and *eof for
    close_notify, else an errno (EPROTO) with *why. */
-int tls__ktls_control(int fd, bool *eof, const char **why);
+int tls__ktls_control(proact_socket fd, bool *eof, const char **why);
 
 #endif

@@ -115,6 +115,7 @@ const char *tls__ktls_mode(uint32_t flags, bool *on)
 		return "kTLS off (PROACT_TLS_NO_KTLS)";
 	if (env && (strcmp(env, "0") == 0 || strcmp(env, "off") == 0))
 		return "kTLS off (PROACT_TLS_KTLS)";
+#ifdef TLS__HAVE_KTLS
 	if (env && strcmp(env, "force") == 0) {
 		*on = true;
 		return NULL;
@@ -123,6 +124,11 @@ const char *tls__ktls_mode(uint32_t flags, bool *on)
 		return "no tls ULP in this kernel";
 	*on = true;
 	return NULL;
+#else
+	/* The handoff is to Linux's tls ULP: elsewhere (Windows...) there is
+	   nothing to hand records to, not even with "force". */
+	return "no kernel TLS on this system (the handoff is Linux's tls ULP)";
+#endif
 }
 
 /* ---- secrets and sequence numbers ------------------------------------------- */
@@ -200,6 +206,8 @@ void tls__ktls_drop(struct proact_tls_conn *c)
 
 /* ---- keys ---------------------------------------------------------------- */
 
+#ifdef TLS__HAVE_KTLS
+
 /* HKDF-Expand-Label(secret, label, "", len) of RFC 8446 7.1. */
 static int expand_label(const EVP_MD *md, const unsigned char *secret, size_t slen,
                         const char *label, unsigned char *out, size_t len)
@@ -260,7 +268,6 @@ static void put_be64(unsigned char *p, uint64_t v)
 		p[i] = (unsigned char)v;
 }
 
-#ifdef TLS__HAVE_KTLS
 /* One AES-GCM crypto_info (the 128 and 256 structs differ in key size). */
 #define GCM_INFO(ki, x, key, iv, nonce, seq)                                                       \
 	do {                                                                                       \
@@ -388,7 +395,7 @@ int tls__ktls_prepare(struct proact_tls_conn *c, struct tls__kinfo *tx, struct t
 }
 
 /* The kernel: the ULP, then each direction; the directions it took. */
-static int apply_kernel(int fd, const struct tls__kinfo *tx, const struct tls__kinfo *rx)
+static int apply_kernel(proact_socket fd, const struct tls__kinfo *tx, const struct tls__kinfo *rx)
 {
 	if (setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", sizeof("tls")) < 0)
 		return -errno;
@@ -426,7 +433,7 @@ static void record_msg(struct record_msg *m, void *buf, size_t len)
 	                         .msg_controllen = sizeof(m->cm.space)};
 }
 
-int tls__ktls_close_notify(int fd)
+int tls__ktls_close_notify(proact_socket fd)
 {
 	unsigned char alert[2] = {1, 0}; /* warning, close_notify */
 	struct record_msg m;
@@ -440,7 +447,7 @@ int tls__ktls_close_notify(int fd)
 	return n == (ssize_t)sizeof(alert) ? 0 : n < 0 ? errno : EIO;
 }
 
-int tls__ktls_control(int fd, bool *eof, const char **why)
+int tls__ktls_control(proact_socket fd, bool *eof, const char **why)
 {
 	unsigned char body[2];
 	struct record_msg m;
@@ -474,7 +481,7 @@ int tls__ktls_prepare(struct proact_tls_conn *c, struct tls__kinfo *tx, struct t
 	return -EPROTONOSUPPORT;
 }
 
-static int apply_kernel(int fd, const struct tls__kinfo *tx, const struct tls__kinfo *rx)
+static int apply_kernel(proact_socket fd, const struct tls__kinfo *tx, const struct tls__kinfo *rx)
 {
 	(void)fd;
 	(void)tx;
@@ -482,13 +489,13 @@ static int apply_kernel(int fd, const struct tls__kinfo *tx, const struct tls__k
 	return -ENOPROTOOPT;
 }
 
-int tls__ktls_close_notify(int fd)
+int tls__ktls_close_notify(proact_socket fd)
 {
 	(void)fd;
 	return EPROTONOSUPPORT;
 }
 
-int tls__ktls_control(int fd, bool *eof, const char **why)
+int tls__ktls_control(proact_socket fd, bool *eof, const char **why)
 {
 	(void)fd;
 	*eof = false;
@@ -506,8 +513,10 @@ static const char *refusal_text(int err)
 	switch (err) {
 	case -EPROTONOSUPPORT:
 		return "cipher or version not offered by kTLS";
+#ifdef TLS__HAVE_KTLS /* Windows has no ESTALE (nor this refusal) */
 	case -ESTALE:
 		return "the keys changed after the handshake";
+#endif
 	case -ENOMEM:
 		return "no handoff state (out of memory)";
 	case -ENOENT:

@@ -324,9 +324,10 @@ static int deliver(proact_tls *t, struct proact_completion *out, int max)
 /* The connection a completion of the layer's own belongs to, or NULL. */
 static struct proact_tls_conn *owner(const proact_tls *t, const struct proact_completion *r)
 {
-	if (r->fd < 0 || r->fd >= t->nconns)
+	int fd = tls__fdnum(r->fd);
+	if (fd < 0 || fd >= t->nconns)
 		return NULL;
-	struct proact_tls_conn *c = t->conns[r->fd];
+	struct proact_tls_conn *c = t->conns[fd];
 	return c && r->ctx == c ? c : NULL;
 }
 

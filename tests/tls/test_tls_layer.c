@@ -37,8 +37,7 @@ struct fixture {
 static void setup_pair(struct fixture *f, const struct proact_tls_options *o)
 {
 	f->fds0 = t_fd_count();
-	f->l.w = t_watcher(NULL);
-	assert_int_equal(proact_tls_new(&f->l.t, f->l.w, o), 0);
+	tt_layer_new_with(&f->l, o);
 	f->sctx = tt_server_ctx(false, NULL);
 	f->cctx = tt_client_ctx(0, NULL);
 	tt_pair(&f->l, f->sctx, f->cctx, &f->s, &f->c);
@@ -328,7 +327,7 @@ static void test_plain_passes_through(void **state)
 	struct proact_completion r;
 	assert_int_equal(tt_collect(f.l.t, &r, 1, TT_TIMEOUT_MS), 1);
 	assert_int_equal(r.op, PROACT_OP_READ);
-	assert_int_equal(r.fd, p[0]);
+	assert_int_equal((int)r.fd, p[0]);
 	assert_ptr_equal(r.ctx, f.s); /* any ctx, even a pointer of the layer's */
 	assert_int_equal(r.size, 5);
 	assert_int_equal(proact_free(f.l.w, p[0], NULL), 0);
@@ -430,6 +429,17 @@ static void test_ktls_probe(void **state)
 	assert_int_equal(proact_tls_read(f.c, buf, 4, 0, NULL), 0);
 	assert_int_equal(tt_expect(f.l.t, f.s, PROACT_TLS_OP_WRITE).error, 0);
 	assert_int_equal(tt_expect(f.l.t, f.c, PROACT_TLS_OP_READ).size, 3);
+	const char *why = NULL;
+	int carried = proact_tls_ktls(f.s, &why);
+	print_message("kTLS of a connection: %d (%s)\n", carried, why ? why : "both ways");
+#ifndef __linux__
+	/* Windows...: no kernel to hand records to, and the reason says so */
+	assert_int_equal(k, 0);
+	assert_int_equal(carried, 0);
+	if (!getenv("PROACT_TLS_KTLS"))
+		assert_string_equal(
+		    why, "no kernel TLS on this system (the handoff is Linux's tls ULP)");
+#endif
 	teardown_pair(&f, true);
 }
 

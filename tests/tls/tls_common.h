@@ -20,9 +20,9 @@
    localhost and 127.0.0.1; "other" names other.example. PEM files and
    text. Made once per process; tt_certs_remove() deletes the folder. */
 struct tt_certs {
-	char dir[64];
-	char cert[128], key[128];             /* good */
-	char other_cert[128], other_key[128]; /* other */
+	char dir[260];                        /* Windows: under the user's temporary folder */
+	char cert[300], key[300];             /* good */
+	char other_cert[300], other_key[300]; /* other */
 	char *cert_pem, *key_pem;
 };
 const struct tt_certs *tt_certs(void);
@@ -39,6 +39,7 @@ struct tt_layer {
 	proact_tls *t;
 };
 void tt_layer_new(struct tt_layer *l);
+void tt_layer_new_with(struct tt_layer *l, const struct proact_tls_options *o);
 void tt_layer_free(struct tt_layer *l);
 
 /* Collects TLS (and plain) completions until @want arrived or @timeout_ms
@@ -46,8 +47,9 @@ void tt_layer_free(struct tt_layer *l);
    the next call: copy what you need first. */
 int tt_collect(proact_tls *t, struct proact_completion *out, int want, int timeout_ms);
 
-/* One completion of @op on @conn's fd (others are stored in @other if not
-   NULL, up to 16, else a failure). */
+/* One completion of @op on @conn's fd. Others that come first are kept for
+   later calls (up to 16, not pool reads: those fail); tt_layer_free()
+   fails if any was never asked for. */
 struct proact_completion tt_expect(proact_tls *t, proact_tls_conn *conn, int op);
 
 /* A server and a client connection over a loopback TCP pair, handshake
@@ -62,6 +64,7 @@ void tt_free(proact_tls *t, proact_tls_conn *conn);
    io_uring's task work can cause. */
 int tt_accept(int lfd);
 
+#ifndef _WIN32 /* the peers are programs of this machine: no fork under Wine */
 /* Whether @tool runs from PATH. */
 bool tt_have(const char *tool);
 
@@ -75,5 +78,6 @@ size_t tt_read_pipe(int fd, char *buf, size_t len, int ms);
 /* Reads the lines of @fd until one starts with @prefix; the rest of the
    line after the prefix goes to @rest. true if found within @ms. */
 bool tt_wait_line(int fd, const char *prefix, char *rest, size_t restlen, int ms);
+#endif
 
 #endif

@@ -12,10 +12,10 @@
 #   musl           x86_64 with musl libc (musl-gcc); the echo server under load
 #   macos-x86_64   macOS through Zig's C compiler: compile and link only
 #   macos-aarch64  the same for Apple silicon
-#   windows        x86_64 Windows (gcc-mingw-w64-x86-64); the suite on the
-#                  iocp backend under Wine (wine64), then the README's echo
-#                  server and examples/echo_server (two threads) under Wine
-#                  against the Linux load generator
+#   windows        x86_64 Windows (gcc-mingw-w64-x86-64); the suite, TLS
+#                  layer included, on the iocp backend under Wine (wine64),
+#                  then the README's echo server and examples/echo_server
+#                  (two threads) under Wine against the Linux load generator
 #   all            every one of them
 #
 # Each target is the normal CMake build with a toolchain file of cmake/, in
@@ -307,7 +307,7 @@ wine_echo_server() {
 windows() {
 	local dir=build/cross-windows wine=/usr/lib/wine/wine64 prefix
 	echo "== windows (x86_64-w64-mingw32, under Wine) =="
-	local pkgs=(gcc-mingw-w64-x86-64 wine64)
+	local pkgs=(gcc-mingw-w64-x86-64 wine64 perl make) # perl, make: OpenSSL's build
 	if ! needs - "${pkgs[@]}" || [ ! -x "$wine" ]; then
 		unavailable windows "${pkgs[*]}"
 		return
@@ -316,8 +316,17 @@ windows() {
 		unavailable windows "cmocka's source package"
 		return
 	fi
+	# OpenSSL for the target (Debian has none for mingw): the TLS layer and
+	# its tests. The target counts as unavailable without it, as without
+	# cmocka: a run that passes has run them.
+	local ossl
+	if ! ossl=$(bash scripts/openssl-cross.sh x86_64-windows); then
+		unavailable windows "openssl's source package"
+		return
+	fi
 	configure_build "$dir" -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/toolchain-windows-x86_64.cmake" \
-		-DCMAKE_BUILD_TYPE=Debug -DPROACT_WINDOWS_PREFIX="$prefix" -DCMAKE_CROSSCOMPILING_EMULATOR="$wine"
+		-DCMAKE_BUILD_TYPE=Debug -DPROACT_WINDOWS_PREFIX="$prefix" \
+		-DPROACT_WINDOWS_OPENSSL_PREFIX="$ossl" -DCMAKE_CROSSCOMPILING_EMULATOR="$wine"
 	# When its last program exits, Wine stops its service processes, and the
 	# next program starts them again with its own stdout: ctest then waits
 	# for a pipe they hold, and a program starting while the server goes

@@ -321,18 +321,25 @@ static void connect_done(struct proact_watcher *w, struct proact__fd *f, int err
 	mark_dirty(w, f); /* reads held back by the connect may go now */
 }
 
+/* r ends with the given errno: its deadline leaves the heap, and it goes
+   to the completion list. */
+static void complete(struct proact_watcher *w, struct proact__req *r, int error)
+{
+	if (r->heap_idx != PROACT__NO_HEAP)
+		proact__heap_remove(&w->heap, r);
+	r->error = error;
+	r->f = NULL;
+	proact__done_push(w, r);
+}
+
 /* Moves r from its fd queue to the completion list with the given errno. */
 static void finish(struct proact_watcher *w, struct proact__req *r, int error)
 {
 	struct proact__fd *f = r->f;
 	queue_unlink(f, dir_of(r), r);
-	if (r->heap_idx != PROACT__NO_HEAP)
-		proact__heap_remove(&w->heap, r);
-	r->error = error;
-	r->f = NULL;
 	f->pending--;
 	w->pending--;
-	proact__done_push(w, r);
+	complete(w, r, error);
 	if (r->op == PROACT_OP_CONNECT)
 		connect_done(w, f, error);
 }
@@ -466,6 +473,13 @@ static void parked_req(struct proact_watcher *w, struct proact__fd *f, struct pr
 	r->holds_pool = 0;
 }
 
+/* The read is no longer parked: its node is queued, or it completed. */
+static void unparked(struct proact__fd *f)
+{
+	f->flags &= (uint16_t)~PROACT__F_PARKED;
+	f->parked_ctx = NULL;
+}
+
 /* Gives a parked read its node back, as it was; false when out of memory. */
 static bool unpark(struct proact_watcher *w, struct proact__fd *f)
 {
@@ -475,8 +489,7 @@ static bool unpark(struct proact_watcher *w, struct proact__fd *f)
 	if (!r)
 		return false;
 	parked_req(w, f, r);
-	f->flags &= (uint16_t)~PROACT__F_PARKED;
-	f->parked_ctx = NULL;
+	unparked(f);
 	queue_push(f, PROACT__RD, r);
 	return true;
 }
@@ -506,16 +519,15 @@ static void arm_parked(struct proact_watcher *w, struct proact__fd *f)
 	account(w, f->head[PROACT__RD], n);
 }
 
-/* A parked read's result, n bytes or -errno, completes it from node r. */
+/* A parked read's result, n bytes or -errno, completes it from node r,
+   which was never queued. */
 static void parked_end(struct proact_watcher *w, struct proact__fd *f, struct proact__req *r,
                        ssize_t n)
 {
 	r->done = n > 0 ? (size_t)n : 0;
-	r->error = n < 0 ? (int)-n : 0;
-	r->f = NULL;
 	f->pending--;
 	w->pending--;
-	proact__done_push(w, r);
+	complete(w, r, n < 0 ? (int)-n : 0);
 }
 
 /*
@@ -543,8 +555,7 @@ static void read_parked(struct proact_watcher *w, struct proact__fd *f)
 		proact__req_release(w, r);
 		return;
 	}
-	f->flags &= (uint16_t)~PROACT__F_PARKED;
-	f->parked_ctx = NULL;
+	unparked(f);
 	if (n == PROACT__INFLIGHT || n == PROACT__NOPOOL) {
 		queue_push(f, PROACT__RD, r);
 		if (n == PROACT__INFLIGHT)
@@ -568,8 +579,7 @@ bool proact__parked_done(struct proact_watcher *w, struct proact__fd *f, ssize_t
 		r->buf = proact__pool_addr(&w->pool, idx);
 		r->pool = idx;
 	}
-	f->flags &= (uint16_t)~PROACT__F_PARKED;
-	f->parked_ctx = NULL;
+	unparked(f);
 	parked_end(w, f, r, res);
 	return true;
 }
@@ -1119,17 +1129,6 @@ static bool send_at_once(const struct proact_watcher *w, const struct proact__fd
 	       !(f->flags & (PROACT__F_CUT | PROACT__F_CONNECT));
 }
 
-/* The socket took the whole send, or refused it: it completes without
-   having been queued. */
-static void done_at_once(struct proact_watcher *w, struct proact__req *r, ssize_t n)
-{
-	if (r->heap_idx != PROACT__NO_HEAP)
-		proact__heap_remove(&w->heap, r);
-	r->error = n < 0 ? (int)-n : 0;
-	r->f = NULL;
-	proact__done_push(w, r);
-}
-
 /* A request is first in its queue: the waiting thread starts it at once,
    another thread leaves it to the waiter. */
 static void start(struct proact_watcher *w, struct proact__fd *f, int dir, bool on_waiter)
@@ -1192,8 +1191,9 @@ int proact__submit_locked(struct proact_watcher *w, const struct proact_request 
 	if (send_at_once(w, f, r, on_waiter)) {
 		ssize_t n = w->be->send_now(w, f, r);
 		if (n == (ssize_t)r->len || (n < 0 && n != PROACT__WAIT)) {
+			/* taken whole, or refused: never queued, never counted pending */
 			r->done = n > 0 ? (size_t)n : 0;
-			done_at_once(w, r, n);
+			complete(w, r, n < 0 ? (int)-n : 0);
 			return 0;
 		}
 		if (n > 0)

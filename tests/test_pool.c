@@ -15,6 +15,10 @@
  *   - a write of a pool buffer that was already released (by the following
  *     proact_wait, or after the write that held it) returns -EINVAL and
  *     sends nothing;
+ *   - with one buffer held by a write, a read of an idle connection
+ *     submitted behind a read that waits for the buffer holds back no later
+ *     read with data (it waits for data, not for a buffer); the same with
+ *     datagram sockets;
  *   - with PROACT_POOL_NONE, a NULL-buffer read returns -ENOBUFS;
  *   - an idle pool gives its pages back: after a burst that filled every
  *     buffer, the pages of all but a few are no longer resident once the
@@ -484,6 +488,153 @@ static void test_pool_parked_read_keeps_order(void **state)
 	proact_watcher_destroy(w);
 }
 
+/* Fills fd's send buffer with non-blocking writes (fd is not yet registered). */
+static void fill_send_buffer(int fd)
+{
+	static uint8_t junk[4096];
+	t_set_nonblock(fd, 1);
+	while (write(fd, junk, sizeof(junk)) > 0)
+		;
+	assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* Reads what sits in fd until the watcher delivers the write with ctx
+   `want` (fd is a plain peer socket). */
+static void drain_until_write(proact_watcher *w, int fd, void *want)
+{
+	static uint8_t sink[65536];
+	struct proact_completion c;
+	t_set_nonblock(fd, 1);
+	uint64_t end = proact_deadline_in(TIMEOUT_MS);
+	for (;;) {
+		assert_true(proact_now() < end);
+		while (read(fd, sink, sizeof(sink)) > 0)
+			;
+		int n = proact_wait(w, &c, 1, 10);
+		assert_true(n >= 0);
+		if (n == 1) {
+			assert_ptr_equal(c.ctx, want);
+			assert_int_equal(c.error, 0);
+			return;
+		}
+	}
+}
+
+/* Submits a pool read on each fd and collects one completion per fd, in
+   any order, each checked before the next wait releases its buffer: it
+   carries the one byte its peer sent. */
+static void read_each(proact_watcher *w, const int *fd, const char *byte, int n)
+{
+	struct proact_completion c;
+	for (int i = 0; i < n; i++)
+		assert_int_equal(proact_read(w, fd[i], NULL, 0, (void *)(intptr_t)(i + 1)), 0);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(t_collect(w, &c, 1, TIMEOUT_MS), 1);
+		int k = (int)(intptr_t)c.ctx - 1;
+		assert_true(k >= 0 && k < n);
+		assert_int_equal(c.error, 0);
+		assert_int_equal(c.size, 1);
+		assert_int_equal(((const char *)c.buf)[0], byte[k]);
+	}
+}
+
+/* A connected AF_UNIX pair of the given type (Windows: streams only). */
+static void pair_of(int type, int fds[2])
+{
+#ifndef _WIN32
+	if (type == SOCK_DGRAM) {
+		assert_int_equal(socketpair(AF_UNIX, SOCK_DGRAM, 0, fds), 0);
+		return;
+	}
+#endif
+	(void)type;
+	t_unix_pair(fds);
+}
+
+/*
+ * A pool of one buffer, held by a write the peer does not read: a read whose
+ * data is there waits for it, and a read of an idle connection submitted
+ * behind it must not take a place among the reads that wait for a buffer
+ * (it has no data to put in one): once the buffer is back, reads with data
+ * submitted later still complete while the idle one stays pending.
+ */
+static void idle_read_holds_back_no_one(int type)
+{
+	struct proact_options o = {.pool_buffer_count = 1, .pool_buffer_size = POOL_SIZE};
+	proact_watcher *w = t_watcher(&o);
+	int hold[2], idle[2], data[3][2];
+	t_unix_pair(hold);
+	pair_of(type, idle);
+	for (int i = 0; i < 3; i++)
+		pair_of(type, data[i]);
+	t_small_bufs(hold[0], hold[1]);
+	fill_send_buffer(hold[0]);
+	int *all[] = {hold, idle, data[0], data[1], data[2]};
+	struct proact_completion c[4];
+
+	/* The idle connection had a message before: more is "likely" there. */
+	t_write_all(idle[1], "i", 1);
+	assert_int_equal(proact_read(w, idle[0], NULL, 0, NULL), 0);
+	assert_int_equal(t_collect(w, c, 1, TIMEOUT_MS), 1);
+	assert_int_equal(c[0].size, 1);
+	/* The one buffer, held by a write that cannot go yet. */
+	t_write_all(data[0][1], "a", 1);
+	assert_int_equal(proact_read(w, data[0][0], NULL, 0, NULL), 0);
+	assert_int_equal(t_collect(w, c, 1, TIMEOUT_MS), 1);
+	assert_int_equal(c[0].size, 1);
+	assert_int_equal(proact_write(w, hold[0], c[0].buf, 1, (void *)hold), 0);
+	int n = proact_wait(w, c, 4, 50);
+	if (n == 1 && c[0].ctx == hold) { /* Windows: an overlapped send takes it whole */
+		proact_watcher_destroy(w);
+		close(idle[0]);
+		close(data[1][0]);
+		close(data[2][0]);
+		for (int i = 0; i < 5; i++)
+			close(all[i][1]);
+		skip();
+	}
+	assert_int_equal(n, 0);
+	/* A read with data waits for the buffer; an idle read comes after it. */
+	t_write_all(data[1][1], "b", 1);
+	assert_int_equal(proact_read(w, data[1][0], NULL, 0, (void *)data[1]), 0);
+	assert_int_equal(proact_wait(w, c, 4, 50), 0);
+	assert_int_equal(proact_read(w, idle[0], NULL, 0, (void *)idle), 0);
+	assert_int_equal(proact_wait(w, c, 4, 50), 0);
+
+	drain_until_write(w, hold[1], hold);
+	assert_int_equal(t_collect(w, c, 1, TIMEOUT_MS), 1);
+	assert_ptr_equal(c[0].ctx, data[1]);
+	assert_int_equal(((const char *)c[0].buf)[0], 'b');
+	/* Two more reads with data, one buffer: both complete in turn. */
+	t_write_all(data[0][1], "c", 1);
+	t_write_all(data[2][1], "d", 1);
+	read_each(w, (int[]){data[0][0], data[2][0]}, "cd", 2);
+	/* The idle read was pending all along, and completes when data comes. */
+	t_write_all(idle[1], "e", 1);
+	assert_int_equal(t_collect(w, c, 1, TIMEOUT_MS), 1);
+	assert_ptr_equal(c[0].ctx, idle);
+	assert_int_equal(((const char *)c[0].buf)[0], 'e');
+
+	proact_watcher_destroy(w);
+	for (int i = 0; i < 5; i++)
+		close(all[i][1]);
+}
+
+static void test_pool_idle_read_holds_back_no_one(void **state)
+{
+	(void)state;
+	idle_read_holds_back_no_one(SOCK_STREAM);
+}
+
+static void test_pool_idle_datagram_read_holds_back_no_one(void **state)
+{
+	(void)state;
+#ifdef _WIN32
+	skip(); /* no AF_UNIX datagrams */
+#endif
+	idle_read_holds_back_no_one(SOCK_DGRAM);
+}
+
 static void test_pool_none(void **state)
 {
 	(void)state;
@@ -628,6 +779,8 @@ int main(void)
 	    cmocka_unit_test(test_pool_released_buffer_write),
 	    cmocka_unit_test(test_pool_idle_reads_hold_no_node),
 	    cmocka_unit_test(test_pool_parked_read_keeps_order),
+	    cmocka_unit_test(test_pool_idle_read_holds_back_no_one),
+	    cmocka_unit_test(test_pool_idle_datagram_read_holds_back_no_one),
 	    cmocka_unit_test(test_pool_none),
 	    cmocka_unit_test(test_pool_trim),
 	};

@@ -96,10 +96,14 @@ struct held_result {
 
 /* f->ready[PROACT__RD] here: 0 idle (poll first), 1 data likely, POLLING a
    poll is in flight, LINKED a poll with a receive linked to it, HELD a
-   result waits in s->held. */
+   result waits in s->held, SURE a poll said data is there and no receive
+   has run since, DRY a receive found the ring empty with no data known (it
+   fails at once whether data is there or not): a poll comes first. */
 #define POLLING 2
 #define LINKED  3
 #define HELD    4
+#define SURE    5
+#define DRY     6
 
 static struct uring_state *state(struct proact_watcher *w)
 {
@@ -890,11 +894,15 @@ static ssize_t ur_io(struct proact_watcher *w, struct proact__fd *f, int dir, st
 	ssize_t held;
 	if (pool_read && f->ready[PROACT__RD] == HELD && take_held(w, f, r, &held))
 		return held;
-	if (pool_read && s->poll_first && f->ready[PROACT__RD] == 0)
+	if (pool_read &&
+	    ((s->poll_first && f->ready[PROACT__RD] == 0) || f->ready[PROACT__RD] == DRY))
 		return arm_read(s, f, s->link_reads && r->op == PROACT_OP_READ ? r->len : 0);
 	/* Reads with data wait for a pool buffer in order: a receive that would
-	   take one while others wait joins them instead of overtaking. */
-	if (pool_read && w->starved_head && !f->pool_try && w->pool.navail <= w->pool.trying)
+	   take one while others wait joins them instead of overtaking. Only a
+	   read whose data a poll saw: one without could wait for data once
+	   woken, holding the buffer reserved for it while reads with data wait. */
+	if (pool_read && f->ready[PROACT__RD] == SURE && w->starved_head && !f->pool_try &&
+	    w->pool.navail <= w->pool.trying)
 		return PROACT__NOPOOL;
 	struct io_uring_sqe *sqe = sqe_get(s);
 	if (!sqe)
@@ -984,8 +992,22 @@ static void parked_result(struct proact_watcher *w, struct proact__fd *f, ssize_
 	if (buffer)
 		ring_took(w, bid);
 	f->inflight[PROACT__RD] = 0;
+	f->ready[PROACT__RD] = 1;        /* a receive ran: more data is only likely */
 	if (f->flags & PROACT__F_STREAM) /* drained unless it filled the buffer */
 		f->ready[PROACT__RD] = res == 0 || res >= (ssize_t)w->pool.size;
+}
+
+/* A receive found the ring empty and it cannot grow: a read whose data a
+   poll saw waits for a buffer in line; any other is submitted again to poll
+   first (-EAGAIN), as the kernel fails such a receive before it looks for
+   data: woken without data, it would keep the buffer reserved for it from
+   the reads that have some. */
+static ssize_t dry(struct proact__fd *f, bool sure)
+{
+	if (sure)
+		return PROACT__NOPOOL;
+	f->ready[PROACT__RD] = DRY;
+	return -EAGAIN;
 }
 
 static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uring_cqe *cqe)
@@ -996,12 +1018,13 @@ static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uri
 	if (!f || ud != pack(dir, f) || !f->inflight[dir])
 		return; /* cannot happen: an fd is released only once reaped */
 	if (dir == PROACT__RD && f->ready[PROACT__RD] == POLLING) {
-		f->ready[PROACT__RD] = 1; /* data is there: now the receive */
+		f->ready[PROACT__RD] = SURE; /* data is there: now the receive */
 		poll_ready(w, f, dir);
 		return;
 	}
 	if (dir == PROACT__RD && f->ready[PROACT__RD] == LINKED) {
-		f->ready[PROACT__RD] = 1; /* as after a poll's result; streams learn more below */
+		/* as after a poll's result; what the receive found comes below */
+		f->ready[PROACT__RD] = SURE;
 		if ((f->flags & PROACT__F_PARKED) && parked_final(f, res, cqe->flags)) {
 			parked_result(w, f, res, cqe->flags);
 			return;
@@ -1019,16 +1042,18 @@ static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uri
 	}
 	if (dir == PROACT__WR && res >= 0)
 		f->ready[PROACT__WR] = 1; /* the socket took it: the next send may go at once */
-	if (r->op == PROACT_OP_READ && !r->buf && (f->flags & PROACT__F_STREAM))
-		f->ready[PROACT__RD] =
-		    res == -ENOBUFS || res == 0 || res >= (ssize_t)r->len; /* drained? */
+	bool sure = dir == PROACT__RD && f->ready[PROACT__RD] == SURE;
+	if (sure && res != -ENOBUFS)
+		f->ready[PROACT__RD] = 1; /* a receive ran: more data is only likely */
+	if (r->op == PROACT_OP_READ && !r->buf && (f->flags & PROACT__F_STREAM) && res != -ENOBUFS)
+		f->ready[PROACT__RD] = res == 0 || res >= (ssize_t)r->len; /* drained? */
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		int32_t bid = (int32_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		ring_took(w, bid);
 		r->buf = proact__pool_addr(&w->pool, bid);
 		r->pool = bid;
 	} else if (res == -ENOBUFS && dir == PROACT__RD && !r->buf) {
-		res = ring_grow(w, state(w)) ? -EAGAIN : PROACT__NOPOOL;
+		res = ring_grow(w, state(w)) ? -EAGAIN : dry(f, sure);
 	}
 	if (r->op == PROACT_OP_RECVFROM && res >= 0 && r->addr)
 		r->addrlen = state(w)->extra[f->fd]->m.msg_namelen;

@@ -7,6 +7,9 @@
  *     no completion is larger than a pool buffer, no two completions of one
  *     proact_wait share a buffer, no more than 4 are out at once, and the
  *     concatenation per connection equals what was sent;
+ *   - 64 connections, 4 buffers, 20 echo rounds with a pool read always
+ *     pending on each (reads without data among the reads that wait for a
+ *     buffer): every round completes, every byte echoed in order;
  *   - zero-copy: a pool buffer passed to proact_write before the next
  *     proact_wait stays intact while the write is held back and other reads
  *     cycle the rest of the pool; the peer gets it back byte-exact;
@@ -170,6 +173,73 @@ static void test_pool_many_connections(void **state)
 	}
 	free(cs);
 	assert_int_equal(t_fd_count(), fd0);
+}
+
+#define ROUNDS_N    64
+#define ROUNDS      20
+#define ROUND_BYTES 100
+
+/* One echo round for every connection: each peer sends ROUND_BYTES, the
+   watcher echoes each pool buffer back as it comes (zero copy) and keeps a
+   pool read pending on every connection, then each peer reads its echo. */
+static void echo_round(proact_watcher *w, const int (*pairs)[2], int round, size_t *echoed)
+{
+	uint8_t msg[ROUND_BYTES];
+	for (int i = 0; i < ROUNDS_N; i++) {
+		t_fill(msg, ROUND_BYTES, 3000u + (uint32_t)i, (uint64_t)round * ROUND_BYTES);
+		t_write_all(pairs[i][1], msg, ROUND_BYTES);
+	}
+	int left = ROUNDS_N;
+	struct proact_completion c[16];
+	uint64_t end = proact_deadline_in(TIMEOUT_MS);
+	while (left > 0) {
+		if (proact_now() >= end)
+			fail_msg("round %d: %d connections not echoed", round, left);
+		int n = proact_wait(w, c, 16, 100);
+		assert_true(n >= 0);
+		for (int j = 0; j < n; j++) {
+			int i = (int)(intptr_t)c[j].ctx;
+			assert_int_equal(c[j].error, 0);
+			assert_true(c[j].size > 0);
+			if (c[j].op == PROACT_OP_READ) {
+				assert_int_equal(
+				    proact_write(w, pairs[i][0], c[j].buf, c[j].size, c[j].ctx), 0);
+				assert_int_equal(proact_read(w, pairs[i][0], NULL, 0, c[j].ctx), 0);
+				continue;
+			}
+			echoed[i] += c[j].size;
+			left -= echoed[i] == (size_t)(round + 1) * ROUND_BYTES;
+		}
+	}
+	for (int i = 0; i < ROUNDS_N; i++) {
+		t_read_all(pairs[i][1], msg, ROUND_BYTES);
+		assert_int_equal(
+		    t_check(msg, ROUND_BYTES, 3000u + (uint32_t)i, (uint64_t)round * ROUND_BYTES),
+		    -1);
+	}
+}
+
+/*
+ * Echo rounds over more connections than the pool has buffers, a pool read
+ * always pending on each: while the reads with data wait for a buffer, the
+ * reads submitted after each echo have none yet. Every round completes.
+ */
+static void test_pool_echo_rounds(void **state)
+{
+	(void)state;
+	struct proact_options o = {.pool_buffer_count = POOL_N, .pool_buffer_size = POOL_SIZE};
+	proact_watcher *w = t_watcher(&o);
+	int pairs[ROUNDS_N][2];
+	size_t echoed[ROUNDS_N] = {0};
+	for (int i = 0; i < ROUNDS_N; i++) {
+		t_unix_pair(pairs[i]);
+		assert_int_equal(proact_read(w, pairs[i][0], NULL, 0, (void *)(intptr_t)i), 0);
+	}
+	for (int round = 0; round < ROUNDS; round++)
+		echo_round(w, (const int(*)[2])pairs, round, echoed);
+	proact_watcher_destroy(w);
+	for (int i = 0; i < ROUNDS_N; i++)
+		close(pairs[i][1]);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -774,6 +844,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_pool_many_connections),
+	    cmocka_unit_test(test_pool_echo_rounds),
 	    cmocka_unit_test(test_pool_zero_copy_write),
 	    cmocka_unit_test(test_pool_zero_copy_writev),
 	    cmocka_unit_test(test_pool_released_buffer_write),

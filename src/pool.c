@@ -236,7 +236,10 @@ void proact__pool_wake(struct proact_watcher *w)
 		if (f->state != PROACT__FD_ACTIVE)
 			continue;
 		proact__progress(w, f, PROACT__RD);
-		if (f->inflight[PROACT__RD] && !f->pool_try) {
+		/* A pool the program side hands out took its buffer already, or
+		   the read waits for data (IOCP's zero-byte receive): nothing to
+		   reserve. */
+		if (p->kernel_managed && f->inflight[PROACT__RD] && !f->pool_try) {
 			f->pool_try = 1;
 			p->trying++;
 		}

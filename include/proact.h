@@ -39,7 +39,11 @@
 extern "C" {
 #endif
 
-#if defined(__GNUC__) && defined(PROACT_BUILDING)
+/* What the shared library exports: on Windows exactly the functions marked
+   here (without any mark, the linker would export every global symbol). */
+#if defined(_WIN32) && defined(PROACT_BUILDING_DLL)
+#define PROACT_API __declspec(dllexport)
+#elif defined(__GNUC__) && defined(PROACT_BUILDING)
 #define PROACT_API __attribute__((visibility("default")))
 #else
 #define PROACT_API

@@ -304,6 +304,22 @@ wine_echo_server() {
 	return "$rc"
 }
 
+# The DLLs export the public API and nothing else: no internal proact__
+# symbol, none of the OpenSSL linked into the TLS layer.
+dll_exports() {
+	local dll rc=0 extra
+	for dll in "$1/libproact.dll" "$1/tls/libproact_tls.dll"; do
+		extra=$(x86_64-w64-mingw32-objdump -p "$dll" |
+			sed -n '/\[Ordinal\/Name Pointer\] Table/,/^$/p' | awk 'NR > 1 && NF { print $NF }' |
+			grep -v '^proact_[a-z]' || true)
+		if [ -n "$extra" ]; then
+			echo "windows: $dll exports more than the API: $(echo "$extra" | head -5 | tr '\n' ' ')" >&2
+			rc=1
+		fi
+	done
+	return "$rc"
+}
+
 windows() {
 	local dir=build/cross-windows wine=/usr/lib/wine/wine64 prefix
 	echo "== windows (x86_64-w64-mingw32, under Wine) =="
@@ -342,6 +358,7 @@ windows() {
 	keeper=$!
 	exec 9>"$dir/wine-keeper" # cmd.exe reads until this closes
 	ctest --test-dir "$dir" --output-on-failure -j"$jobs" || rc=$?
+	dll_exports "$dir" || rc=1
 	cc -O2 -pthread -o "$dir/loadgen" bench/loadgen.c
 	wine_echo "$dir" "$wine" || rc=1
 	wine_echo_server "$dir" "$wine" || rc=1

@@ -149,6 +149,11 @@ if [[ ",$SCENARIOS," == *",resp,"* ]]; then
 	SCENARIO_PACKAGES+=(redis-server redis-tools util-linux)
 fi
 install_deps ${SCENARIO_PACKAGES[@]+"${SCENARIO_PACKAGES[@]}"}
+# The commit built, taken now: the tree may move during a long run.
+BUILT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ "$BUILT" != unknown ] && ! git -C "$ROOT" diff --quiet HEAD -- src include CMakeLists.txt ':(glob)bench/**/*.[ch]' 2>/dev/null; then
+	BUILT="$BUILT with local changes"
+fi
 log "building Release into ${BUILD#"$ROOT"/}"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DPROACT_BENCH=ON \
 	-DPROACT_TESTS=OFF -DPROACT_EXAMPLES=OFF >"$TMP/cmake.log" 2>&1 ||
@@ -724,7 +729,7 @@ cp "$RAW" "$OUT/raw.csv"
 	# shellcheck source=/dev/null
 	echo "os: $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r)"
 	echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
-	echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	echo "git: $BUILT"
 } >"$OUT/machine.txt"
 python3 "$ROOT/bench/report.py" "$OUT"
 log "results in ${OUT#"$ROOT"/}: summary.md, summary.csv, raw.csv, *.svg"

@@ -123,7 +123,25 @@ echo_run() {
 	"$BUILD/examples/echo_load" --port "$PORT" --conns "$CONNS" --msgs "$MSGS" \
 		--size "$SIZE" --seconds "$SECONDS_LIMIT" | sed 's/^/client: /' || rc=$?
 	[ $rc -eq 0 ] || fail "$label: echo_load exited with $rc"
+	counters_on_usr1 || fail "$label: counters on SIGUSR1"
 	stop_server || fail "$label: server exit or summary"
+}
+
+# counters_on_usr1: SIGUSR1 makes the running server print (on stderr) each watcher's
+# counters and go on; the first watcher's completed reads cover the load
+# (a read per message at least, and CONNS at least).
+counters_on_usr1() {
+	local line="" done_reads
+	kill -USR1 "$SERVER_PID"
+	for _ in $(seq 50); do
+		line=$(grep -m1 '^echo_server: stats\[0\]: ' "$TMP/server.err" || true)
+		[ -n "$line" ] && break
+		sleep 0.1
+	done
+	kill -0 "$SERVER_PID" 2>/dev/null || return 1
+	done_reads=$(echo "$line" | sed -n 's|.* read=[0-9]*/\([0-9]*\).*|\1|p')
+	echo "server: ${line#echo_server: }"
+	[ -n "$done_reads" ] && [ "$done_reads" -ge "$CONNS" ]
 }
 
 # wait_idle BASE_FDS: until the server holds IDLE more fds and every client

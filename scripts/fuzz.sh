@@ -2,8 +2,10 @@
 # SPDX-License-Identifier: MIT
 # fuzz.sh [SECONDS] [BACKEND...] - build the libFuzzer harness (fuzz/) with
 # clang, ASan and UBSan, and run it for SECONDS (default 30) on each backend
-# (default: epoll, io_uring when liburing is there, and kqueue over the
-# project's kevent test double, built in <build dir>-kqueue). Exits non-zero if
+# (default: epoll, io_uring when liburing is there, with its other two ways
+# of serving pool reads as io_uring-recv and io_uring-poll
+# (PROACT_URING_POOL_READ), and kqueue over the project's kevent test
+# double, built in <build dir>-kqueue). Exits non-zero if
 # an input crashed or failed a check; the input is saved in
 # <build dir>/artifacts-<backend>/ and replays with
 #   PROACT_BACKEND=<backend> <build dir>/fuzz/proact_fuzz <input>
@@ -19,7 +21,7 @@ secs=${1:-30}
 backends=("$@")
 if [ ${#backends[@]} -eq 0 ]; then
 	backends=(epoll)
-	pkg-config --exists 'liburing >= 2.3' && backends+=(io_uring)
+	pkg-config --exists 'liburing >= 2.3' && backends+=(io_uring io_uring-recv io_uring-poll)
 	[ "$(uname -s)" = Linux ] && backends+=(kqueue)
 fi
 jobs=$(nproc 2>/dev/null || echo 2)
@@ -40,7 +42,9 @@ build_for() {
 
 status=0
 for b in "${backends[@]}"; do
-	bdir=$(build_for "$b")
+	bdir=$(build_for "${b%%-*}")
+	mode=""
+	[ "$b" = "${b%%-*}" ] || mode=${b#*-} # io_uring-recv: PROACT_URING_POOL_READ=recv
 	work="$dir/corpus-$b"
 	artifacts="$dir/artifacts-$b"
 	mkdir -p "$work" "$artifacts"
@@ -49,14 +53,16 @@ for b in "${backends[@]}"; do
 	# -timeout: one input runs in well under a second; 25 s means a hang.
 	# libFuzzer's progress lines go to a log; the summary and any failure show.
 	log="$dir/fuzz-$b.log"
-	if PROACT_BACKEND=$b ASAN_OPTIONS=detect_leaks=1 "$bdir/fuzz/proact_fuzz" \
+	if PROACT_BACKEND=${b%%-*} PROACT_URING_POOL_READ=$mode ASAN_OPTIONS=detect_leaks=1 \
+		"$bdir/fuzz/proact_fuzz" \
 		-max_total_time="$secs" -timeout=25 -max_len=512 -rss_limit_mb=2048 \
 		-print_final_stats=1 -artifact_prefix="$artifacts/" "$work" >"$log" 2>&1; then
 		grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$log" || true
 		grep -E ' cov: ' "$log" | tail -n 1 || true
 	else
 		tail -n 60 "$log" >&2
-		echo "fuzz: $b failed; the input is in $artifacts/, the log in $log" >&2
+		echo "fuzz: $b failed; the input is in $artifacts/, the log in $log; replay:" \
+			"PROACT_BACKEND=${b%%-*} PROACT_URING_POOL_READ=$mode $bdir/fuzz/proact_fuzz INPUT" >&2
 		status=1
 	fi
 done

@@ -52,7 +52,7 @@ run_suite build/tsan -DPROACT_TSAN=ON -DPROACT_EXAMPLES=OFF -- -R "$threaded"
 run_suite build/tsan-kqueue -DPROACT_TSAN=ON -DPROACT_EXAMPLES=OFF "${kqueue[@]}" \
 	-DPROACT_KQUEUE_WAKE_PIPE=ON -- -R "$threaded"
 unset TSAN_OPTIONS
-echo "== fuzz smoke (libFuzzer, 30 s per backend) =="
+echo "== fuzz smoke (libFuzzer, 30 s per backend and io_uring pool-read way) =="
 bash scripts/fuzz.sh 30
 echo "== manual pages: one per public function, as the headers declare them =="
 bash scripts/man-check.sh

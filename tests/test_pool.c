@@ -9,7 +9,8 @@
  *     concatenation per connection equals what was sent;
  *   - 64 connections, 4 buffers, 20 echo rounds with a pool read always
  *     pending on each (reads without data among the reads that wait for a
- *     buffer): every round completes, every byte echoed in order;
+ *     buffer): every round completes, every byte echoed in order; the
+ *     same over datagram sockets;
  *   - zero-copy: a pool buffer passed to proact_write before the next
  *     proact_wait stays intact while the write is held back and other reads
  *     cycle the rest of the pool; the peer gets it back byte-exact;
@@ -65,6 +66,19 @@ struct conn {
 static size_t msg_len(int i)
 {
 	return POOL_SIZE + 1 + (size_t)(((unsigned)i * 7919u) % 3000u);
+}
+
+/* A connected AF_UNIX pair of the given type (Windows: streams only). */
+static void pair_of(int type, int fds[2])
+{
+#ifndef _WIN32
+	if (type == SOCK_DGRAM) {
+		assert_int_equal(socketpair(AF_UNIX, SOCK_DGRAM, 0, fds), 0);
+		return;
+	}
+#endif
+	(void)type;
+	t_unix_pair(fds);
 }
 
 static void test_pool_many_connections(void **state)
@@ -224,15 +238,14 @@ static void echo_round(proact_watcher *w, const int (*pairs)[2], int round, size
  * always pending on each: while the reads with data wait for a buffer, the
  * reads submitted after each echo have none yet. Every round completes.
  */
-static void test_pool_echo_rounds(void **state)
+static void echo_rounds(int type)
 {
-	(void)state;
 	struct proact_options o = {.pool_buffer_count = POOL_N, .pool_buffer_size = POOL_SIZE};
 	proact_watcher *w = t_watcher(&o);
 	int pairs[ROUNDS_N][2];
 	size_t echoed[ROUNDS_N] = {0};
 	for (int i = 0; i < ROUNDS_N; i++) {
-		t_unix_pair(pairs[i]);
+		pair_of(type, pairs[i]);
 		assert_int_equal(proact_read(w, pairs[i][0], NULL, 0, (void *)(intptr_t)i), 0);
 	}
 	for (int round = 0; round < ROUNDS; round++)
@@ -240,6 +253,21 @@ static void test_pool_echo_rounds(void **state)
 	proact_watcher_destroy(w);
 	for (int i = 0; i < ROUNDS_N; i++)
 		close(pairs[i][1]);
+}
+
+static void test_pool_echo_rounds(void **state)
+{
+	(void)state;
+	echo_rounds(SOCK_STREAM);
+}
+
+static void test_pool_echo_rounds_datagrams(void **state)
+{
+	(void)state;
+#ifdef _WIN32
+	skip(); /* no AF_UNIX datagrams */
+#endif
+	echo_rounds(SOCK_DGRAM);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -608,19 +636,6 @@ static void read_each(proact_watcher *w, const int *fd, const char *byte, int n)
 	}
 }
 
-/* A connected AF_UNIX pair of the given type (Windows: streams only). */
-static void pair_of(int type, int fds[2])
-{
-#ifndef _WIN32
-	if (type == SOCK_DGRAM) {
-		assert_int_equal(socketpair(AF_UNIX, SOCK_DGRAM, 0, fds), 0);
-		return;
-	}
-#endif
-	(void)type;
-	t_unix_pair(fds);
-}
-
 /*
  * A pool of one buffer, held by a write the peer does not read: a read whose
  * data is there waits for it, and a read of an idle connection submitted
@@ -845,6 +860,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_pool_many_connections),
 	    cmocka_unit_test(test_pool_echo_rounds),
+	    cmocka_unit_test(test_pool_echo_rounds_datagrams),
 	    cmocka_unit_test(test_pool_zero_copy_write),
 	    cmocka_unit_test(test_pool_zero_copy_writev),
 	    cmocka_unit_test(test_pool_released_buffer_write),

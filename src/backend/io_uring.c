@@ -105,6 +105,14 @@ struct held_result {
 #define SURE    5
 #define DRY     6
 
+/* What a pool receive of at most cap bytes says of the data left: a stream
+   that gave less than asked is drained (0); the end of the stream, a full
+   buffer or a datagram leave more only likely (1), never SURE. */
+static uint8_t after_receive(const struct proact__fd *f, ssize_t res, size_t cap)
+{
+	return !(f->flags & PROACT__F_STREAM) || res == 0 || res >= (ssize_t)cap;
+}
+
 static struct uring_state *state(struct proact_watcher *w)
 {
 	return w->bstate;
@@ -457,7 +465,7 @@ static bool take_held(struct proact_watcher *w, struct proact__fd *f, struct pro
                       ssize_t *res)
 {
 	struct uring_state *s = state(w);
-	f->ready[PROACT__RD] = 1;
+	f->ready[PROACT__RD] = 1; /* asked for again, if nothing was kept */
 	for (uint32_t i = 0; i < s->nheld; i++) {
 		struct held_result *h = &s->held[i];
 		if (h->fd != f->fd || h->gen != f->gen)
@@ -466,8 +474,7 @@ static bool take_held(struct proact_watcher *w, struct proact__fd *f, struct pro
 		r->pool = h->bid;
 		*res = h->res;
 		*h = s->held[--s->nheld];
-		if (f->flags & PROACT__F_STREAM)
-			f->ready[PROACT__RD] = *res >= (ssize_t)r->len;
+		f->ready[PROACT__RD] = after_receive(f, *res, r->len);
 		return true;
 	}
 	return false;
@@ -992,9 +999,7 @@ static void parked_result(struct proact_watcher *w, struct proact__fd *f, ssize_
 	if (buffer)
 		ring_took(w, bid);
 	f->inflight[PROACT__RD] = 0;
-	f->ready[PROACT__RD] = 1;        /* a receive ran: more data is only likely */
-	if (f->flags & PROACT__F_STREAM) /* drained unless it filled the buffer */
-		f->ready[PROACT__RD] = res == 0 || res >= (ssize_t)w->pool.size;
+	f->ready[PROACT__RD] = after_receive(f, res, w->pool.size);
 }
 
 /* A receive found the ring empty and it cannot grow: a read whose data a
@@ -1046,7 +1051,7 @@ static void io_result(struct proact_watcher *w, uint64_t ud, const struct io_uri
 	if (sure && res != -ENOBUFS)
 		f->ready[PROACT__RD] = 1; /* a receive ran: more data is only likely */
 	if (r->op == PROACT_OP_READ && !r->buf && (f->flags & PROACT__F_STREAM) && res != -ENOBUFS)
-		f->ready[PROACT__RD] = res == 0 || res >= (ssize_t)r->len; /* drained? */
+		f->ready[PROACT__RD] = after_receive(f, res, r->len);
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		int32_t bid = (int32_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		ring_took(w, bid);
